@@ -1,0 +1,14 @@
+"""tritonn: drop-in replacements for torch.nn layers, forward and backward in Triton.
+
+Layers stack one way: ``tritonn.kernels`` (``@triton.jit`` code) -> ``tritonn.ops``
+(launchers, autograd Functions) -> ``tritonn.functional`` -> ``tritonn.nn`` (modules).
+``tritonn.runtime`` decides where a call runs.
+"""
+
+from . import functional, runtime
+from .nn import Linear
+from .runtime import FallbackError
+
+__version__ = "0.1.0"
+
+__all__ = ["FallbackError", "Linear", "functional", "runtime", "__version__"]

@@ -1,0 +1,132 @@
+"""The GEMM core: C[b] = act(A[b] @ B[b] + bias[b]) for a batch of matrices.
+
+Layout: A is (batch, M, K), B is (batch, K, N), C is (batch, M, N), each addressed by
+its own (batch, row, column) strides, so transposed or broadcast operands (stride 0
+for a weight shared across the batch) are views, never copies. Program
+(pid, batch) computes one BLOCK_M x BLOCK_N tile of C[batch]; ``grouped_tile`` maps
+pid to the tile. The K loop accumulates in float32 (float64 for float64 inputs;
+TF32 products for float32 inputs when INPUT_PRECISION == "tf32").
+
+Epilogue, in order: + bias (one value per column of C, ``bias_ptr + batch *
+stride_biasb + n * stride_biasn``), store the pre-activation to ``preact_ptr`` (same strides as C,
+for the backward of a fused activation), apply ACTIVATION, cast, store C.
+
+ROW_SUM: the programs of the first column tile also write sum_k A[b, m, k] to
+``rowsum_ptr + batch * stride_rsb + m``. With A = dY^T this is the bias gradient,
+computed from tiles the weight-gradient GEMM loads anyway.
+
+Rows of A and columns of B are read modulo M and N, so only K needs a load mask;
+the store is masked. Offsets are int64 so tensors past 2^31 elements address right.
+"""
+
+import triton
+import triton.language as tl
+
+from ..runtime import autotune_configs
+from .activations import apply_activation
+from .common import cast_to, dot_operand, grouped_tile
+
+
+def _config(bm, bn, bk, stages, warps, group_m=8):
+    return triton.Config(
+        {"BLOCK_M": bm, "BLOCK_N": bn, "BLOCK_K": bk, "GROUP_M": group_m},
+        num_stages=stages, num_warps=warps,
+    )
+
+
+# Candidates for Hopper/Ampere, largest first; configs whose pipeline does not fit
+# in shared memory for the operand size are pruned before tuning.
+GEMM_CONFIGS = [
+    _config(128, 256, 64, 3, 8),
+    _config(256, 128, 64, 3, 8),
+    _config(128, 128, 64, 4, 8),
+    _config(128, 128, 32, 4, 4),
+    _config(64, 128, 64, 4, 4),
+    _config(128, 64, 64, 4, 4),
+    _config(64, 64, 64, 4, 4),
+    _config(64, 32, 32, 5, 2),
+    _config(32, 64, 32, 5, 2),
+]
+GEMM_INTERPRETER_CONFIG = _config(32, 32, 32, 1, 4, group_m=2)
+
+SHARED_MEMORY_BYTES = 227 * 1024  # sm_90's opt-in limit per block
+
+
+def shared_memory_bytes(config, element_size):
+    """What the software pipeline of a config keeps in shared memory."""
+    kw = config.kwargs
+    tile = (kw["BLOCK_M"] + kw["BLOCK_N"]) * kw["BLOCK_K"] * element_size
+    return tile * max(config.num_stages - 1, 1)
+
+
+def _prune(configs, named_args, **kwargs):
+    size = named_args["a_ptr"].element_size()
+    kept = [c for c in configs if shared_memory_bytes(c, size) <= SHARED_MEMORY_BYTES]
+    return kept or configs[-1:]
+
+
+@triton.autotune(
+    configs=autotune_configs(GEMM_CONFIGS, GEMM_INTERPRETER_CONFIG),
+    key=["M", "N", "K"],
+    prune_configs_by={"early_config_prune": _prune},
+)
+@triton.heuristics({"EVEN_K": lambda args: args["K"] % args["BLOCK_K"] == 0})
+@triton.jit
+def gemm_kernel(
+    a_ptr, b_ptr, c_ptr, bias_ptr, preact_ptr, rowsum_ptr,
+    M, N, K,
+    stride_ab, stride_am, stride_ak,
+    stride_bb, stride_bk, stride_bn,
+    stride_cb, stride_cm, stride_cn,
+    stride_biasb, stride_biasn, stride_rsb,
+    HAS_BIAS: tl.constexpr, ACTIVATION: tl.constexpr, STORE_PREACT: tl.constexpr,
+    ROW_SUM: tl.constexpr, INPUT_PRECISION: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+    GROUP_M: tl.constexpr, EVEN_K: tl.constexpr,
+):
+    ACC: tl.constexpr = tl.float64 if a_ptr.dtype.element_ty == tl.float64 else tl.float32
+    batch = tl.program_id(1).to(tl.int64)
+    pid_m, pid_n = grouped_tile(tl.program_id(0), M, N, BLOCK_M, BLOCK_N, GROUP_M)
+    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+    offs_k = tl.arange(0, BLOCK_K)
+    rows_a = (offs_m % M).to(tl.int64)
+    cols_b = (offs_n % N).to(tl.int64)
+    a_ptrs = a_ptr + batch * stride_ab + rows_a[:, None] * stride_am + offs_k[None, :].to(tl.int64) * stride_ak
+    b_ptrs = b_ptr + batch * stride_bb + offs_k[:, None].to(tl.int64) * stride_bk + cols_b[None, :] * stride_bn
+
+    acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=ACC)
+    row_sum = tl.zeros((BLOCK_M,), dtype=ACC)
+    for k in range(0, tl.cdiv(K, BLOCK_K)):
+        if EVEN_K:
+            a = tl.load(a_ptrs)
+            b = tl.load(b_ptrs)
+        else:
+            k_left = K - k * BLOCK_K
+            a = tl.load(a_ptrs, mask=offs_k[None, :] < k_left, other=0.0)
+            b = tl.load(b_ptrs, mask=offs_k[:, None] < k_left, other=0.0)
+        acc = tl.dot(dot_operand(a), dot_operand(b), acc, input_precision=INPUT_PRECISION, out_dtype=ACC)
+        if ROW_SUM:
+            if pid_n == 0:
+                row_sum += tl.sum(a.to(ACC), axis=1)
+        a_ptrs += BLOCK_K * stride_ak
+        b_ptrs += BLOCK_K * stride_bk
+
+    mask_m = offs_m < M
+    mask_n = offs_n < N
+    mask = mask_m[:, None] & mask_n[None, :]
+    rows_c = offs_m[:, None].to(tl.int64)
+    cols_c = offs_n[None, :].to(tl.int64)
+    if HAS_BIAS:
+        bias = tl.load(bias_ptr + batch * stride_biasb + offs_n.to(tl.int64) * stride_biasn, mask=mask_n, other=0.0)
+        acc += bias.to(ACC)[None, :]
+    if STORE_PREACT:
+        preact_ptrs = preact_ptr + batch * stride_cb + rows_c * stride_cm + cols_c * stride_cn
+        tl.store(preact_ptrs, cast_to(acc, preact_ptr.dtype.element_ty), mask=mask)
+    acc = apply_activation(acc, ACTIVATION)
+    c_ptrs = c_ptr + batch * stride_cb + rows_c * stride_cm + cols_c * stride_cn
+    tl.store(c_ptrs, cast_to(acc, c_ptr.dtype.element_ty), mask=mask)
+    if ROW_SUM:
+        if pid_n == 0:
+            rs_ptrs = rowsum_ptr + batch * stride_rsb + offs_m
+            tl.store(rs_ptrs, cast_to(row_sum, rowsum_ptr.dtype.element_ty), mask=mask_m)

@@ -1,0 +1,160 @@
+"""Linear: y = act(x W^T + b), forward and backward on the GEMM core.
+
+Forward is one GEMM with bias and activation in the epilogue. Backward:
+    dz = dy * act'(z)                (elementwise kernel; skipped without activation)
+    dx = dz @ W                      (GEMM)
+    dW = dz^T @ x, db = sum_m dz     (one GEMM; db comes from its ROW_SUM epilogue)
+Only the gradients autograd asks for are computed, and only what they need is saved:
+x for dW, W for dx, and z (or, for relu, the output itself) for the activation.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from .. import runtime
+from .autograd import first_order
+from .gemm import activation_backward, column_sum, gemm
+
+_ACTIVATION_NAMES = {None: "none", "relu": "relu", "gelu": "gelu", "gelu_tanh": "gelu_tanh", "silu": "silu"}
+_ACTIVATION_FUNCTIONS = {F.relu: "relu", F.gelu: "gelu", F.silu: "silu"}
+
+
+def activation_name(activation) -> str:
+    """The kernel's name for a user's activation: None, a name, or F.relu/F.gelu/F.silu."""
+    if callable(activation) and activation in _ACTIVATION_FUNCTIONS:
+        return _ACTIVATION_FUNCTIONS[activation]
+    if isinstance(activation, str) or activation is None:
+        if activation in _ACTIVATION_NAMES:
+            return _ACTIVATION_NAMES[activation]
+    raise ValueError(
+        "activation must be one of None, 'relu', 'gelu', 'gelu_tanh', 'silu' "
+        f"(or F.relu, F.gelu, F.silu), got {activation!r}"
+    )
+
+
+def torch_activation(x: torch.Tensor, name: str) -> torch.Tensor:
+    """The native activation; only for the fallback path."""
+    if name == "relu":
+        return F.relu(x)
+    if name in ("gelu", "gelu_tanh"):
+        return F.gelu(x, approximate="tanh" if name == "gelu_tanh" else "none")
+    if name == "silu":
+        return F.silu(x)
+    return x
+
+
+class LinearFunction(torch.autograd.Function):
+    """x (M, K), weight (N, K), bias (N,) or None -> y (M, N)."""
+
+    @staticmethod
+    def forward(ctx, x, weight, bias, activation, needs_grad):
+        keep_preact = needs_grad and activation not in ("none", "relu")
+        y, preact, _ = gemm(x, weight.t(), bias=bias, activation=activation, store_preact=keep_preact)
+        ctx.activation = activation
+        if needs_grad:
+            need_x, need_w = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
+            act_input = preact if keep_preact else (y if activation == "relu" else None)
+            ctx.save_for_backward(x if need_w else None, weight if need_x else None, act_input)
+        return y
+
+    @staticmethod
+    @first_order("linear")
+    def backward(ctx, grad_y):
+        x, weight, act_input = ctx.saved_tensors
+        need_x, need_w, need_b = ctx.needs_input_grad[:3]
+        if ctx.activation == "none":
+            grad_z = grad_y
+        else:
+            grad_z = activation_backward(grad_y, act_input, ctx.activation)
+        grad_x = grad_w = grad_b = None
+        if need_x:
+            grad_x, _, _ = gemm(grad_z, weight)
+        # db rides on the dW GEMM's row sums, unless no dW GEMM runs over dz's columns.
+        fused_b = need_b and need_w and x.shape[1] > 0
+        if need_w:
+            grad_w, _, grad_b = gemm(grad_z.t(), x, row_sum=fused_b)
+        if need_b and not fused_b:
+            grad_b = column_sum(grad_z, grad_z.dtype)
+        return grad_x, grad_w, grad_b, None, None
+
+
+def _dtype_name(dtype: torch.dtype) -> str:
+    return str(dtype).replace("torch.", "")
+
+
+def _check_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> None:
+    """torch's errors for F.linear, with messages that say what was expected and what came."""
+    if x.dim() == 0:
+        raise RuntimeError(
+            f"linear: expected input to be at least 1-D, got a 0-D tensor (weight is {weight.dim()}-D)"
+        )
+    if weight.dim() not in (1, 2):
+        raise RuntimeError(f"linear: expected weight to be 1-D or 2-D, got {weight.dim()}-D")
+    devices = {t.device for t in (x, weight, bias) if t is not None and t.device.type != "meta"}
+    if len(devices) > 1:
+        names = ", ".join(sorted(str(d) for d in devices))
+        raise RuntimeError(f"Expected all tensors to be on the same device, but found at least two devices: {names}")
+    in_features = weight.shape[-1]
+    if x.shape[-1] != in_features:
+        rows = x.numel() // x.shape[-1] if x.shape[-1] else 0
+        out_features = weight.shape[0] if weight.dim() == 2 else 1
+        raise RuntimeError(
+            f"mat1 and mat2 shapes cannot be multiplied ({rows}x{x.shape[-1]} and {in_features}x{out_features}): "
+            f"input has {x.shape[-1]} features in its last dimension, weight expects {in_features}"
+        )
+    if x.dtype != weight.dtype:
+        raise RuntimeError(
+            f"mat1 and mat2 must have the same dtype, but got {_dtype_name(x.dtype)} (input) "
+            f"and {_dtype_name(weight.dtype)} (weight)"
+        )
+    if bias is not None:
+        if bias.dtype != weight.dtype:
+            raise RuntimeError(
+                f"self and mat2 must have the same dtype, but got {_dtype_name(bias.dtype)} (bias) "
+                f"and {_dtype_name(weight.dtype)} (weight)"
+            )
+        out_features = weight.shape[0] if weight.dim() == 2 else 1
+        if bias.dim() > 1 or bias.numel() not in (1, out_features):
+            raise RuntimeError(
+                f"linear: expected bias of shape ({out_features},) to match out_features, got {tuple(bias.shape)}"
+            )
+
+
+_FLOATING = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+
+
+def linear(
+    input: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None = None,
+    activation=None,
+) -> torch.Tensor:
+    """``act(input @ weight.T + bias)``, like :func:`torch.nn.functional.linear` with an
+    optional activation fused into the GEMM epilogue ("relu", "gelu", "gelu_tanh",
+    "silu", or F.relu / F.gelu / F.silu).
+
+    input (*, in_features), weight (out_features, in_features) or (in_features,),
+    bias (out_features,) or None -> (*, out_features) (or (*,) for a 1-D weight).
+    Follows ``torch.autocast`` like ``nn.Linear``.
+    """
+    act = activation_name(activation)
+    _check_linear(input, weight, bias)
+    if not runtime.runs_on_triton(input, weight, bias):
+        runtime.fallback("linear", input, weight, bias)
+        return torch_activation(F.linear(input, weight, bias), act)
+    input, weight, bias = runtime.autocast(input, weight, bias)
+    if input.dtype not in _FLOATING:
+        raise NotImplementedError(
+            f"tritonn linear: expected a floating dtype (float16, bfloat16, float32, float64), got {input.dtype}"
+        )
+
+    lead = input.shape[:-1]
+    w2 = weight if weight.dim() == 2 else weight.unsqueeze(0)
+    out_features = w2.shape[0]
+    b = bias.reshape(-1).expand(out_features) if bias is not None else None
+    needs_grad = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (input, weight, bias))
+    y = LinearFunction.apply(input.reshape(math.prod(lead), input.shape[-1]), w2, b, act, needs_grad)
+    return y.reshape(lead) if weight.dim() == 1 else y.reshape(*lead, out_features)

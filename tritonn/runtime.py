@@ -1,0 +1,112 @@
+"""Where a tritonn call runs, and the few process-wide switches that decide it.
+
+* CUDA tensors run the Triton kernels, compiled.
+* CPU tensors run the same kernels through Triton's interpreter when
+  ``TRITON_INTERPRET=1`` was set before tritonn was imported (``@triton.jit``
+  picks interpreter or compiler when it decorates, so the choice is fixed at import).
+* Anything else (CPU without the interpreter, other devices) runs the native torch
+  computation with a one-time warning, or raises :class:`FallbackError` when
+  ``TRITONN_STRICT=1``. Meta tensors carry no data and take the torch path silently.
+
+``TRITONN_POISON=1`` makes every output buffer start as NaN (or -1 for integers), so a
+kernel that forgets to write an element fails the tests instead of passing on
+whatever the allocator left there.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+
+import torch
+import triton
+
+__all__ = [
+    "FallbackError",
+    "INTERPRETING",
+    "autocast",
+    "autotune_configs",
+    "empty",
+    "runs_on_triton",
+    "fallback",
+    "strict",
+    "tf32_enabled",
+]
+
+INTERPRETING: bool = bool(triton.knobs.runtime.interpret)
+"""True when the kernels were decorated under ``TRITON_INTERPRET=1`` (read at import)."""
+
+POISON: bool = os.environ.get("TRITONN_POISON", "0") not in ("", "0")
+
+
+class FallbackError(RuntimeError):
+    """A tritonn op was asked to run where no Triton path exists, under ``TRITONN_STRICT=1``."""
+
+
+def strict() -> bool:
+    """Read at every call, so a test or a user can switch it at run time."""
+    return os.environ.get("TRITONN_STRICT", "0") not in ("", "0")
+
+
+def runs_on_triton(*tensors: torch.Tensor | None) -> bool:
+    """Whether these tensors (``None`` entries ignored) can run the Triton kernels."""
+    kinds = {t.device.type for t in tensors if t is not None}
+    if kinds == {"cuda"}:
+        return True
+    return kinds == {"cpu"} and INTERPRETING
+
+
+_warned: set[str] = set()
+
+
+def fallback(op: str, *tensors: torch.Tensor | None) -> None:
+    """Called right before an op computes natively; warns once per op, raises when strict."""
+    kinds = sorted({t.device.type for t in tensors if t is not None})
+    if "meta" in kinds:
+        return
+    where = "/".join(kinds) or "no"
+    msg = (
+        f"tritonn.{op}: no Triton path for {where} tensors, computing with torch instead "
+        "(set TRITON_INTERPRET=1 before importing tritonn to run the kernels on the CPU)"
+    )
+    if strict():
+        raise FallbackError(msg + "; TRITONN_STRICT=1 forbids this fallback")
+    if op not in _warned:
+        _warned.add(op)
+        warnings.warn(msg, RuntimeWarning, stacklevel=3)
+
+
+def empty(shape, *, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """Allocate an output buffer; poisoned when ``TRITONN_POISON=1``."""
+    out = torch.empty(shape, dtype=dtype, device=device)
+    if POISON:
+        out.fill_(float("nan") if out.is_floating_point() else -1)
+    return out
+
+
+def autotune_configs(full: list, interpreter: triton.Config) -> list:
+    """The autotuner's candidates: ``full`` on GPU, one config under the interpreter
+    (the interpreter cannot benchmark several configs)."""
+    return [interpreter] if INTERPRETING else list(full)
+
+
+def tf32_enabled() -> bool:
+    """Whether fp32 matmuls may use TF32, following torch's own switch."""
+    precision = getattr(torch.backends.cuda.matmul, "fp32_precision", "none")
+    if precision in ("tf32", "ieee"):
+        return precision == "tf32"
+    return bool(torch.backends.cuda.matmul.allow_tf32)
+
+
+def autocast(*tensors: torch.Tensor | None) -> tuple:
+    """The tensors as ``torch.autocast`` would hand them to a matmul-like op: float16/
+    bfloat16/float32 cast to the autocast dtype when autocast is on for their device,
+    float64 and non-floating tensors left alone. Differentiable casts, like torch's."""
+    device_type = next(t.device.type for t in tensors if t is not None)
+    if not torch.is_autocast_enabled(device_type):
+        return tensors
+    dtype = torch.get_autocast_dtype(device_type)
+    return tuple(
+        t.to(dtype) if t is not None and t.is_floating_point() and t.dtype != torch.float64 else t
+        for t in tensors
+    )
