@@ -90,6 +90,20 @@ def autotune_configs(full: list, interpreter: triton.Config) -> list:
     return [interpreter] if INTERPRETING else list(full)
 
 
+_shared_memory: dict = {}
+
+
+def shared_memory_limit(device: torch.device) -> int:
+    """Bytes of shared memory a program may use on ``device`` (opt-in maximum)."""
+    if device.type != "cuda" or INTERPRETING:
+        return 227 * 1024
+    index = device.index if device.index is not None else torch.cuda.current_device()
+    if index not in _shared_memory:
+        props = triton.runtime.driver.active.utils.get_device_properties(index)
+        _shared_memory[index] = props["max_shared_mem"]
+    return _shared_memory[index]
+
+
 def tf32_enabled() -> bool:
     """Whether fp32 matmuls may use TF32, following torch's own switch."""
     precision = getattr(torch.backends.cuda.matmul, "fp32_precision", "none")

@@ -19,10 +19,11 @@ Rows of A and columns of B are read modulo M and N, so only K needs a load mask;
 the store is masked. Offsets are int64 so tensors past 2^31 elements address right.
 """
 
+import torch
 import triton
 import triton.language as tl
 
-from ..runtime import autotune_configs
+from ..runtime import autotune_configs, shared_memory_limit
 from .activations import apply_activation
 from .common import cast_to, dot_operand, grouped_tile
 
@@ -49,19 +50,18 @@ GEMM_CONFIGS = [
 ]
 GEMM_INTERPRETER_CONFIG = _config(32, 32, 32, 1, 4, group_m=2)
 
-SHARED_MEMORY_BYTES = 227 * 1024  # sm_90's opt-in limit per block
-
-
-def shared_memory_bytes(config, element_size):
-    """What the software pipeline of a config keeps in shared memory."""
+def fits_in_shared_memory(config, element_size, limit):
+    """Whether the operand tiles of every pipeline stage fit in ``limit`` bytes."""
     kw = config.kwargs
-    tile = (kw["BLOCK_M"] + kw["BLOCK_N"]) * kw["BLOCK_K"] * element_size
-    return tile * max(config.num_stages - 1, 1)
+    return (kw["BLOCK_M"] + kw["BLOCK_N"]) * kw["BLOCK_K"] * element_size * config.num_stages <= limit
 
 
 def _prune(configs, named_args, **kwargs):
-    size = named_args["a_ptr"].element_size()
-    kept = [c for c in configs if shared_memory_bytes(c, size) <= SHARED_MEMORY_BYTES]
+    a = named_args["a_ptr"]
+    limit = shared_memory_limit(a.device)
+    if a.dtype == torch.float64:  # no tensor cores: big tiles only spill registers
+        configs = [c for c in configs if c.kwargs["BLOCK_M"] * c.kwargs["BLOCK_N"] <= 64 * 64]
+    kept = [c for c in configs if fits_in_shared_memory(c, a.element_size(), limit)]
     return kept or configs[-1:]
 
 

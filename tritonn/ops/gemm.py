@@ -14,6 +14,10 @@ from ..kernels.gemm import gemm_kernel
 from ..kernels.reduce import column_sum_kernel
 
 
+ACTIVATION_BACKWARD_BLOCKS = {"BLOCK_M": 32, "BLOCK_N": 128}
+COLUMN_SUM_BLOCKS = {"BLOCK_M": 64, "BLOCK_N": 64}
+
+
 def _input_precision(dtype: torch.dtype, device: torch.device) -> str:
     if dtype == torch.float32 and device.type == "cuda" and runtime.tf32_enabled():
         return "tf32"
@@ -88,14 +92,14 @@ def activation_backward(grad_out: torch.Tensor, z: torch.Tensor, activation: str
     M, N = grad_out.shape
     dz = runtime.empty((M, N), dtype=z.dtype, device=z.device)
     if M > 0 and N > 0:
-        block_m, block_n = 32, 128
-        grid = (triton.cdiv(M, block_m), triton.cdiv(N, block_n))
+        blocks = ACTIVATION_BACKWARD_BLOCKS
+        grid = (triton.cdiv(M, blocks["BLOCK_M"]), triton.cdiv(N, blocks["BLOCK_N"]))
         activation_backward_kernel[grid](
             grad_out, z, dz, M, N,
             grad_out.stride(0), grad_out.stride(1),
             z.stride(0), z.stride(1),
             dz.stride(0), dz.stride(1),
-            ACTIVATION=activation, BLOCK_M=block_m, BLOCK_N=block_n,
+            ACTIVATION=activation, **blocks,
         )
     return dz
 
@@ -105,8 +109,7 @@ def column_sum(x: torch.Tensor, out_dtype: torch.dtype) -> torch.Tensor:
     M, N = x.shape
     out = runtime.empty((N,), dtype=out_dtype, device=x.device)
     if N > 0:
-        block_m, block_n = 64, 64
-        column_sum_kernel[(triton.cdiv(N, block_n),)](
-            x, out, M, N, x.stride(0), x.stride(1), BLOCK_M=block_m, BLOCK_N=block_n,
+        column_sum_kernel[(triton.cdiv(N, COLUMN_SUM_BLOCKS["BLOCK_N"]),)](
+            x, out, M, N, x.stride(0), x.stride(1), **COLUMN_SUM_BLOCKS,
         )
     return out
