@@ -56,19 +56,43 @@ def fits_in_shared_memory(config, element_size, limit):
     return (kw["BLOCK_M"] + kw["BLOCK_N"]) * kw["BLOCK_K"] * element_size * config.num_stages <= limit
 
 
-def _prune(configs, named_args, **kwargs):
-    a = named_args["a_ptr"]
-    limit = shared_memory_limit(a.device)
-    if a.dtype == torch.float64:  # no tensor cores: big tiles only spill registers
-        configs = [c for c in configs if c.kwargs["BLOCK_M"] * c.kwargs["BLOCK_N"] <= 64 * 64]
-    kept = [c for c in configs if fits_in_shared_memory(c, a.element_size(), limit)]
-    return kept or configs[-1:]
+def prune_for(operand: str):
+    """An autotuner pruner keeping the configs that suit the dtype and device of ``operand``."""
+
+    def prune(configs, named_args, **kwargs):
+        a = named_args[operand]
+        if a.dtype == torch.float64:  # no tensor cores: big tiles only spill registers
+            configs = [c for c in configs if c.kwargs["BLOCK_M"] * c.kwargs["BLOCK_N"] <= 64 * 64]
+        limit = shared_memory_limit(a.device)
+        kept = [c for c in configs if fits_in_shared_memory(c, a.element_size(), limit)]
+        return kept or configs[-1:]
+
+    return prune
+
+
+@triton.jit
+def accumulate(acc, a, b, INPUT_PRECISION: tl.constexpr):
+    """acc + a @ b on the tensor cores, accumulated in acc's dtype."""
+    return tl.dot(dot_operand(a), dot_operand(b), acc, input_precision=INPUT_PRECISION, out_dtype=acc.dtype)
+
+
+@triton.jit
+def epilogue(acc, c_ptrs, preact_ptrs, bias_ptrs, mask, mask_n,
+             HAS_BIAS: tl.constexpr, STORE_PREACT: tl.constexpr, ACTIVATION: tl.constexpr):
+    """The end of every GEMM-shaped kernel: + bias (one per column), keep the
+    pre-activation, activate, round, store. Pointers are tiles (bias: a row)."""
+    if HAS_BIAS:
+        acc += tl.load(bias_ptrs, mask=mask_n, other=0.0).to(acc.dtype)[None, :]
+    if STORE_PREACT:
+        tl.store(preact_ptrs, cast_to(acc, preact_ptrs.dtype.element_ty), mask=mask)
+    acc = apply_activation(acc, ACTIVATION)
+    tl.store(c_ptrs, cast_to(acc, c_ptrs.dtype.element_ty), mask=mask)
 
 
 @triton.autotune(
     configs=autotune_configs(GEMM_CONFIGS, GEMM_INTERPRETER_CONFIG),
     key=["M", "N", "K"],
-    prune_configs_by={"early_config_prune": _prune},
+    prune_configs_by={"early_config_prune": prune_for("a_ptr")},
 )
 @triton.heuristics({"EVEN_K": lambda args: args["K"] % args["BLOCK_K"] == 0})
 @triton.jit
@@ -105,7 +129,7 @@ def gemm_kernel(
             k_left = K - k * BLOCK_K
             a = tl.load(a_ptrs, mask=offs_k[None, :] < k_left, other=0.0)
             b = tl.load(b_ptrs, mask=offs_k[:, None] < k_left, other=0.0)
-        acc = tl.dot(dot_operand(a), dot_operand(b), acc, input_precision=INPUT_PRECISION, out_dtype=ACC)
+        acc = accumulate(acc, a, b, INPUT_PRECISION)
         if ROW_SUM:
             if pid_n == 0:
                 row_sum += tl.sum(a.to(ACC), axis=1)
@@ -115,17 +139,9 @@ def gemm_kernel(
     mask_m = offs_m < M
     mask_n = offs_n < N
     mask = mask_m[:, None] & mask_n[None, :]
-    rows_c = offs_m[:, None].to(tl.int64)
-    cols_c = offs_n[None, :].to(tl.int64)
-    if HAS_BIAS:
-        bias = tl.load(bias_ptr + batch * stride_biasb + offs_n.to(tl.int64) * stride_biasn, mask=mask_n, other=0.0)
-        acc += bias.to(ACC)[None, :]
-    if STORE_PREACT:
-        preact_ptrs = preact_ptr + batch * stride_cb + rows_c * stride_cm + cols_c * stride_cn
-        tl.store(preact_ptrs, cast_to(acc, preact_ptr.dtype.element_ty), mask=mask)
-    acc = apply_activation(acc, ACTIVATION)
-    c_ptrs = c_ptr + batch * stride_cb + rows_c * stride_cm + cols_c * stride_cn
-    tl.store(c_ptrs, cast_to(acc, c_ptr.dtype.element_ty), mask=mask)
+    c_offs = batch * stride_cb + offs_m[:, None].to(tl.int64) * stride_cm + offs_n[None, :].to(tl.int64) * stride_cn
+    bias_ptrs = bias_ptr + batch * stride_biasb + offs_n.to(tl.int64) * stride_biasn
+    epilogue(acc, c_ptr + c_offs, preact_ptr + c_offs, bias_ptrs, mask, mask_n, HAS_BIAS, STORE_PREACT, ACTIVATION)
     if ROW_SUM:
         if pid_n == 0:
             rs_ptrs = rowsum_ptr + batch * stride_rsb + offs_m
