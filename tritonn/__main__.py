@@ -61,9 +61,10 @@ def check(args) -> int:
     print(f"tritonn check on {device} ({'small' if small else 'full'} shapes; "
           f"{'compiled' if device == 'cuda' else 'interpreter'})")
     results = run(device, small)
-    print(f"{'layer':<10} {'dtype':<9} {'max error':>10} {'err/bound':>10} {'time s':>8}  result")
+    width = max(len("layer"), *(len(r["layer"]) for r in results))
+    print(f"{'layer':<{width}} {'dtype':<9} {'max error':>10} {'err/bound':>10} {'time s':>8}  result")
     for r in results:
-        print(f"{r['layer']:<10} {r['dtype']:<9} {r['max_error']:>10.2e} {r['worst_margin']:>10.2f} "
+        print(f"{r['layer']:<{width}} {r['dtype']:<9} {r['max_error']:>10.2e} {r['worst_margin']:>10.2f} "
               f"{r['seconds']:>8.2f}  {'pass' if r['ok'] else 'FAIL'}")
         if not r["ok"]:
             print("    " + r["detail"])

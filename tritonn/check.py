@@ -9,6 +9,7 @@ case to ``CASES``.
 
 from __future__ import annotations
 
+import copy
 import time
 from dataclasses import dataclass
 from typing import Callable
@@ -52,7 +53,55 @@ def _linear(device, small):
                         {"out0": in_f, "x": out_f, "weight": rows, "bias": rows})
 
 
-CASES = [Case("Linear", _linear)]
+def _conv2d(device, small):
+    """A grouped, strided, padded 3x3 convolution on channels_last input."""
+    c, hw, n = (8, 9, 2) if small else (128, 56, 32)
+    groups = 2
+    case = _module_case(torch.nn.Conv2d(c, c, 3, 2, 1, groups=groups), tnn.Conv2d(c, c, 3, 2, 1, groups=groups),
+                        (n, c, hw, hw), {"out0": c // groups * 9, "x": c // groups * 9, "weight": n * hw * hw,
+                                         "bias": n * hw * hw})
+    ours, theirs, leaves, reductions = case
+    channels_last = lambda fn: lambda x, **p: fn(x.contiguous(memory_format=torch.channels_last), **p)  # noqa: E731
+    return channels_last(ours), channels_last(theirs), leaves, reductions
+
+
+def _batch_norm2d(device, small):
+    """Training mode: output, grads of input, weight and bias, and the running
+    statistics after the step (extra outputs), from fresh buffers in the dtype under test."""
+    shape = (8, 16, 12, 12) if small else (64, 256, 28, 28)
+    count = shape[0] * shape[2] * shape[3]
+    ours, theirs = tnn.BatchNorm2d(shape[1], dtype=torch.float64), torch.nn.BatchNorm2d(shape[1], dtype=torch.float64)
+    with torch.no_grad():
+        theirs.running_mean.normal_()
+        theirs.running_var.uniform_(0.5, 1.5)
+    ours.load_state_dict(theirs.state_dict())
+
+    def as_fn(module):
+        def fn(x, weight, bias):
+            m = copy.deepcopy(module).to(device=x.device, dtype=x.dtype).train()
+            y = torch.func.functional_call(m, {"weight": weight, "bias": bias}, (x,))
+            return y, m.running_mean.clone(), m.running_var.clone()
+        return fn
+
+    leaves = {"x": (torch.randn(*shape, dtype=torch.float64) * 2 + 1).requires_grad_(),
+              "weight": (torch.rand(shape[1], dtype=torch.float64) + 0.5).requires_grad_(),
+              "bias": torch.randn(shape[1], dtype=torch.float64).requires_grad_()}
+    reductions = dict.fromkeys(("out0", "out1", "out2", "x", "weight", "bias"), count)
+    return as_fn(ours), as_fn(theirs), leaves, reductions
+
+
+def _max_pool2d(device, small):
+    """ResNet's stem pool (3x3, stride 2, padding 1) on channels_last input. (Indices are
+    checked exactly by the tests; here bfloat16 ties would report index distances as errors.)"""
+    n, c, hw = (2, 8, 17) if small else (32, 64, 112)
+    ours, theirs = tnn.MaxPool2d(3, 2, 1), torch.nn.MaxPool2d(3, 2, 1)
+    channels_last = lambda fn: lambda x: fn(x.contiguous(memory_format=torch.channels_last))  # noqa: E731
+    leaves = {"x": torch.randn(n, c, hw, hw, dtype=torch.float64, requires_grad=True)}
+    return channels_last(ours), channels_last(theirs), leaves, {"x": 4}
+
+
+CASES = [Case("Linear", _linear), Case("Conv2d", _conv2d), Case("BatchNorm2d", _batch_norm2d),
+         Case("MaxPool2d", _max_pool2d)]
 
 
 def run(device: str, small: bool) -> list[dict]:

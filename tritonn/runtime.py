@@ -25,6 +25,7 @@ __all__ = [
     "FallbackError",
     "INTERPRETING",
     "autocast",
+    "conv_tf32_enabled",
     "autotune_configs",
     "empty",
     "runs_on_triton",
@@ -76,9 +77,10 @@ def fallback(op: str, *tensors: torch.Tensor | None) -> None:
         warnings.warn(msg, RuntimeWarning, stacklevel=3)
 
 
-def empty(shape, *, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+def empty(shape, *, dtype: torch.dtype, device: torch.device,
+          memory_format: torch.memory_format = torch.contiguous_format) -> torch.Tensor:
     """Allocate an output buffer; poisoned when ``TRITONN_POISON=1``."""
-    out = torch.empty(shape, dtype=dtype, device=device)
+    out = torch.empty(shape, dtype=dtype, device=device, memory_format=memory_format)
     if POISON:
         out.fill_(float("nan") if out.is_floating_point() else -1)
     return out
@@ -124,3 +126,12 @@ def autocast(*tensors: torch.Tensor | None) -> tuple:
         t.to(dtype) if t is not None and t.is_floating_point() and t.dtype != torch.float64 else t
         for t in tensors
     )
+
+
+def conv_tf32_enabled() -> bool:
+    """Whether fp32 convolutions may use TF32, following cuDNN's switch (on by default)."""
+    conv = getattr(torch.backends.cudnn, "conv", None)
+    precision = getattr(conv, "fp32_precision", "none") if conv is not None else "none"
+    if precision in ("tf32", "ieee"):
+        return precision == "tf32"
+    return bool(torch.backends.cudnn.allow_tf32)

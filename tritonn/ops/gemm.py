@@ -18,10 +18,11 @@ ACTIVATION_BACKWARD_BLOCKS = {"BLOCK_M": 32, "BLOCK_N": 128}
 COLUMN_SUM_BLOCKS = {"BLOCK_M": 64, "BLOCK_N": 64}
 
 
-def _input_precision(dtype: torch.dtype, device: torch.device) -> str:
-    if dtype == torch.float32 and device.type == "cuda" and runtime.tf32_enabled():
-        return "tf32"
-    return "ieee"
+def _input_precision(dtype: torch.dtype, device: torch.device, tf32: bool | None = None) -> str:
+    """The tl.dot precision: TF32 for float32 on GPU when torch's switch (matmul by
+    default, cuDNN's for convolutions) allows it."""
+    tf32 = runtime.tf32_enabled() if tf32 is None else tf32
+    return "tf32" if dtype == torch.float32 and device.type == "cuda" and tf32 else "ieee"
 
 
 def _batched(t: torch.Tensor) -> tuple[torch.Tensor, int]:
@@ -41,12 +42,15 @@ def gemm(
     out_dtype: torch.dtype | None = None,
     store_preact: bool = False,
     row_sum: bool = False,
+    out: torch.Tensor | None = None,
+    preact_out: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
     """``act(a @ b + bias)`` with a (M, K) or (B, M, K) and b (K, N) or (B, K, N), any strides.
 
-    Returns ``(c, preact, rowsum)``: c is contiguous (B?, M, N); ``preact`` (when
-    ``store_preact``) is ``a @ b + bias`` before the activation; ``rowsum`` (when
-    ``row_sum``) is ``a.sum(-1)``, shaped (B?, M). bias is (N,) or (B, N).
+    Returns ``(c, preact, rowsum)``: c is contiguous (B?, M, N), or ``out`` (any
+    strides) when given; ``preact`` (when ``store_preact``) is ``a @ b + bias`` before
+    the activation, in ``preact_out`` when given; ``rowsum`` (when ``row_sum``) is
+    ``a.sum(-1)``, shaped (B?, M). bias is (N,) or (B, N).
     """
     batched = a.dim() == 3 or b.dim() == 3
     a3, stride_ab = _batched(a)
@@ -56,8 +60,11 @@ def gemm(
     N = b3.shape[2]
     out_dtype = out_dtype or a.dtype
     device = a.device
-    c = runtime.empty((batch, M, N), dtype=out_dtype, device=device)
-    preact = runtime.empty((batch, M, N), dtype=out_dtype, device=device) if store_preact else None
+    c = out.view(batch, M, N) if out is not None else runtime.empty((batch, M, N), dtype=out_dtype, device=device)
+    preact = None
+    if store_preact:
+        preact = preact_out.view(batch, M, N) if preact_out is not None else \
+            runtime.empty((batch, M, N), dtype=out_dtype, device=device)
     rowsum = runtime.empty((batch, M), dtype=out_dtype, device=device) if row_sum else None
     stride_biasb = bias.stride(0) if bias is not None and bias.dim() == 2 else 0
     stride_biasn = bias.stride(-1) if bias is not None else 0
@@ -80,10 +87,16 @@ def gemm(
             ROW_SUM=row_sum,
             INPUT_PRECISION=_input_precision(a.dtype, device),
         )
-    if not batched:
+    if out is not None:
+        c = out
+    elif not batched:
         c = c.squeeze(0)
-        preact = preact.squeeze(0) if preact is not None else None
-        rowsum = rowsum.squeeze(0) if rowsum is not None else None
+    if preact_out is not None:
+        preact = preact_out
+    elif preact is not None and not batched:
+        preact = preact.squeeze(0)
+    if rowsum is not None and not batched:
+        rowsum = rowsum.squeeze(0)
     return c, preact, rowsum
 
 
