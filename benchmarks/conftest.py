@@ -59,8 +59,10 @@ class _NoPlugin:
 
 @pytest.fixture
 def measure(request):
-    """``measure(fn, flops=..., **labels)`` times ``fn`` with :func:`timing.median_ms`
-    and records ms, TFLOP/s, the labels (impl, case, shape, dtype, mode) and the
+    """``measure(fn, flops=..., bytes=..., **labels)`` times ``fn`` with
+    :func:`timing.median_ms` and records ms, TFLOP/s (compute-bound layers: ``flops``),
+    GB/s (memory-bound layers: ``bytes``, the least the op must move), the labels
+    (impl, case, shape, dtype, mode) and the
     environment in ``benchmark.extra_info``: those are the authoritative numbers.
     ``first_call_s`` is the wall time of the first call (compiling and autotuning on
     a GPU), kept to size the time budget of the next GPU session.
@@ -69,7 +71,7 @@ def measure(request):
     plugin = request.config.pluginmanager.hasplugin("benchmark")
     bench = request.getfixturevalue("benchmark") if plugin else _NoPlugin()
 
-    def run(fn, *, flops: float, **labels) -> float:
+    def run(fn, *, flops: float = 0.0, bytes: float | None = None, **labels) -> float:
         start = time.perf_counter()
         timing.synchronized(fn)()
         first_call_s = time.perf_counter() - start
@@ -79,6 +81,7 @@ def measure(request):
             "ms": ms,
             "tflops": timing.tflops(flops, ms),
             "flops": flops,
+            **({"bytes": bytes, "gbps": bytes / (ms * 1e-3) / 1e9} if bytes else {}),
             "first_call_s": first_call_s,
             **timing.environment(),
         }

@@ -84,6 +84,7 @@ def _num(rec: dict | None, field: str, fmt: str) -> str:
 
 def markdown(name: str, rows: list[dict], meta: dict) -> str:
     first = next(r.get("tritonn") or r.get("torch") for r in rows)
+    memory_bound = "gbps" in first
     envs = {tuple(r[impl].get(k) for k in ENV) for r in rows for impl in ("torch", "tritonn") if impl in r}
     env_line = "; ".join(
         f"GPU: {gpu}; torch {t}, triton {tr}, tritonn {tn}" for gpu, t, tr, tn in sorted(envs, key=str)
@@ -106,19 +107,25 @@ def markdown(name: str, rows: list[dict], meta: dict) -> str:
     lines += [
         "- ms: median per call (GPU: triton.testing.do_bench, CUDA events, cold L2; "
         "CPU: interpreter wall clock, a smoke test, not a measurement)",
-        "- speedup: torch ms / tritonn ms (above 1: tritonn faster); TFLOP/s from 2MNK forward, 6MNK forward+backward",
-        "",
-        "| case | shape (MxK->N) | dtype | mode | torch ms | tritonn ms | speedup | torch TFLOP/s "
-        "| tritonn TFLOP/s | tritonn % of peak |",
-        "|---|---|---|---|--:|--:|--:|--:|--:|--:|",
+        "- speedup: torch ms / tritonn ms (above 1: tritonn faster)",
     ]
+    if memory_bound:
+        lines += ["- GB/s: the least the op must move / time, to hold against the GPU's copy bandwidth", "",
+                  "| case | shape | dtype | mode | torch ms | tritonn ms | speedup | torch GB/s | tritonn GB/s |",
+                  "|---|---|---|---|--:|--:|--:|--:|--:|"]
+    else:
+        lines += ["- TFLOP/s: from the case's FLOP count (GEMMs: 2MNK forward, 6MNK forward+backward)", "",
+                  "| case | shape | dtype | mode | torch ms | tritonn ms | speedup | torch TFLOP/s "
+                  "| tritonn TFLOP/s | tritonn % of peak |",
+                  "|---|---|---|---|--:|--:|--:|--:|--:|--:|"]
     for row in rows:
         torch_rec, tritonn_rec, s = row.get("torch"), row.get("tritonn"), speedup(row)
+        rate = (f"| {_num(torch_rec, 'gbps', '.4g')} | {_num(tritonn_rec, 'gbps', '.4g')} |" if memory_bound else
+                f"| {_num(torch_rec, 'tflops', '.3g')} | {_num(tritonn_rec, 'tflops', '.3g')} | {peak_fraction(row)} |")
         lines.append(
             f"| {row['case']} | {row['shape']} | {row['dtype']} | {row['mode']} "
             f"| {_num(torch_rec, 'ms', '.4f')} | {_num(tritonn_rec, 'ms', '.4f')} "
-            f"| {f'{s:.2f}x' if s is not None else '-'} "
-            f"| {_num(torch_rec, 'tflops', '.3g')} | {_num(tritonn_rec, 'tflops', '.3g')} | {peak_fraction(row)} |"
+            f"| {f'{s:.2f}x' if s is not None else '-'} " + rate
         )
     return "\n".join(lines) + "\n"
 

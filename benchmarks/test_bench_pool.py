@@ -106,10 +106,9 @@ def step_fn(case: Case, impl: str, device: str):
 
 @pytest.mark.parametrize("impl", list(LAYERS))
 @pytest.mark.parametrize("case", [pytest.param(c, id=c.id, marks=pytest.mark.benchmark(group=c.id)) for c in CASES])
-def test_max_pool(request, measure, device, case, impl):
-    ms = measure(
+def test_max_pool(measure, device, case, impl):
+    measure(
         step_fn(case, impl, device),
-        flops=0.0,
         impl=impl,
         case="maxpool2d 3x3/s2/p1",
         shape=case.shape_str,
@@ -117,5 +116,3 @@ def test_max_pool(request, measure, device, case, impl):
         mode=case.mode,
         bytes=case.bytes,
     )
-    if request.config.pluginmanager.hasplugin("benchmark"):  # the same fixture measure recorded into
-        request.getfixturevalue("benchmark").extra_info["gbps"] = case.bytes / (ms * 1e-3) / 1e9

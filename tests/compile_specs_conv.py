@@ -42,9 +42,12 @@ def conv_specs():
         if gemm_like:
             base["INPUT_PRECISION"] = "ieee"
         configs = conv.CONV_CONFIGS if gemm_like else conv.DEPTHWISE_CONFIGS
-        # every config on both targets in the fast layout (channels_last), bf16; TF32 on sm_90
+        # every config on both targets in the fast layout (channels_last), bf16 (depthwise: one
+        # config on sm_80); the forward in TF32 on sm_90
         for dtype, arch, cfg in itertools.product(("bf16", "fp32"), ARCHS, configs):
-            if dtype == "fp32" and arch != 90:
+            if dtype == "fp32" and (arch != 90 or kernel != "conv_forward_kernel"):
+                continue
+            if not gemm_like and arch != 90 and cfg is not configs[0]:
                 continue
             if gemm_like and not fits_in_shared_memory(cfg, DTYPE_SIZES[dtype], ARCHS[arch]):
                 continue
@@ -53,15 +56,21 @@ def conv_specs():
                 constexprs["INPUT_PRECISION"] = "tf32"
             yield ("conv", kernel, pointers(kernel, dtype), constexprs, arch, cfg.num_warps, cfg.num_stages,
                    gemm_like)
-        # NCHW, float16, float64 and every padding mode at one config
+        # NCHW, and where they change the code: float16, float64, every padding mode; at one config
         cfg = configs[1]
-        variants = [("nchw", "bf16", "zeros"), ("channels_last", "fp16", "zeros"), ("nchw", "fp64", "zeros")]
-        variants += [("channels_last", "bf16", m) for m in ("reflect", "replicate", "circular") if padded]
+        variants = [("nchw", "bf16", "zeros")]
+        if kernel == "conv_forward_kernel":
+            variants.append(("channels_last", "fp16", "zeros"))
+        if kernel.endswith("forward_kernel"):
+            variants.append(("nchw", "fp64", "zeros"))
+        if padded and not kernel.endswith("dgrad_kernel"):
+            variants += [("channels_last", "bf16", m) for m in ("reflect", "replicate", "circular")]
         for name, dtype, mode in variants:
             constexprs = dict(base, **cfg.kwargs, **layout(kernel, name))
             if padded:
                 constexprs["PADDING_MODE"] = mode
             yield ("conv", kernel, pointers(kernel, dtype), constexprs, 90, cfg.num_warps, cfg.num_stages, False)
-    for mode, dtype, arch in itertools.product(("reflect", "replicate", "circular"), ("bf16", "fp32"), ARCHS):
+    for mode, dtype, arch in (("reflect", "bf16", 90), ("replicate", "bf16", 90), ("circular", "bf16", 90),
+                              ("replicate", "fp32", 80)):
         yield ("conv", "pad_fold_kernel", {"src_ptr": dtype, "dst_ptr": dtype}, dict(MODE=mode, BLOCK=256),
                arch, 4, 1, False)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 
+import pytest
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from tritonn.testing import assert_close_to_reference, compare  # noqa: F401  (re-exported for the tests)
@@ -37,3 +38,12 @@ def no_native_compute():
     compute = sorted(set(watch.ops) - GLUE_OPS)
     assert not compute, f"native torch compute ran: {compute}"
     assert watch.ops, "no aten op seen at all: the watch did not see the call"
+
+
+def raises_like_torch(ours_call, torch_call) -> str:
+    """Both calls raise, tritonn with torch's exception type; returns tritonn's message."""
+    with pytest.raises(Exception) as theirs:
+        torch_call()
+    with pytest.raises(type(theirs.value)) as got:
+        ours_call()
+    return str(got.value)

@@ -10,7 +10,7 @@ import tritonn
 import tritonn.functional as TF
 from tritonn.ops.linear import torch_activation
 
-from .helpers import compare, no_native_compute
+from .helpers import compare, no_native_compute, raises_like_torch
 
 
 def conv_case(n, c_in, hw, c_out, kernel, stride=1, padding=0, dilation=1, groups=1, padding_mode="zeros",
@@ -221,14 +221,6 @@ def test_only_triton_kernels_compute(device):
 # ---------------------------------------------------------------- errors
 
 
-def _raises_like_torch(ours_call, torch_call):
-    with pytest.raises(Exception) as theirs:
-        torch_call()
-    with pytest.raises(type(theirs.value)) as got:
-        ours_call()
-    return str(got.value)
-
-
 @pytest.mark.parametrize("make_x,weight_shape,kw", [
     (lambda: torch.randn(2, 4, 5, 5), (8, 3, 3, 3), {}),                # wrong channel count
     (lambda: torch.randn(2, 3), (8, 3, 3, 3), {}),                      # wrong rank
@@ -237,33 +229,33 @@ def _raises_like_torch(ours_call, torch_call):
     (lambda: torch.randn(1, 3, 5, 5), (8, 3, 3, 3), {"padding": -1}),
     (lambda: torch.randn(1, 4, 5, 5), (6, 2, 3, 3), {"groups": 4}),     # groups do not divide
 ])
-def test_bad_input_raises_like_torch(make_x, weight_shape, kw, device):
+def test_bad_inputraises_like_torch(make_x, weight_shape, kw, device):
     x, w = make_x().to(device), torch.randn(weight_shape, device=device)
-    _raises_like_torch(lambda: TF.conv2d(x, w, **kw), lambda: F.conv2d(x, w, **kw))
+    raises_like_torch(lambda: TF.conv2d(x, w, **kw), lambda: F.conv2d(x, w, **kw))
 
 
 def test_bad_input_messages_name_expected_and_got(device):
     layer = tritonn.Conv2d(3, 8, 3).to(device)
-    msg = _raises_like_torch(lambda: layer(torch.randn(2, 4, 5, 5, device=device)),
+    msg = raises_like_torch(lambda: layer(torch.randn(2, 4, 5, 5, device=device)),
                              lambda: torch.nn.Conv2d(3, 8, 3).to(device)(torch.randn(2, 4, 5, 5, device=device)))
     assert "3 channels" in msg and "4 channels" in msg
-    msg = _raises_like_torch(lambda: layer(torch.randn(2, 3, 2, 2, device=device)),
+    msg = raises_like_torch(lambda: layer(torch.randn(2, 3, 2, 2, device=device)),
                              lambda: torch.nn.Conv2d(3, 8, 3).to(device)(torch.randn(2, 3, 2, 2, device=device)))
     assert "(2 x 2)" in msg and "(3 x 3)" in msg
     x64 = torch.randn(1, 3, 5, 5, dtype=torch.float64, device=device)
-    msg = _raises_like_torch(lambda: layer(x64), lambda: torch.nn.Conv2d(3, 8, 3).to(device)(x64))
+    msg = raises_like_torch(lambda: layer(x64), lambda: torch.nn.Conv2d(3, 8, 3).to(device)(x64))
     assert "double" in msg or "float64" in msg
 
 
 @pytest.mark.parametrize("kw", [dict(groups=2), dict(padding="same", stride=2), dict(padding="full"),
                                 dict(padding_mode="mirror"), dict(groups=0)])
-def test_bad_construction_raises_like_torch(kw):
+def test_bad_constructionraises_like_torch(kw):
     args = dict(in_channels=3, out_channels=8, kernel_size=3)
-    _raises_like_torch(lambda: tritonn.Conv2d(**args, **kw), lambda: torch.nn.Conv2d(**args, **kw))
+    raises_like_torch(lambda: tritonn.Conv2d(**args, **kw), lambda: torch.nn.Conv2d(**args, **kw))
 
 
 @pytest.mark.parametrize("mode,padding", [("reflect", 3), ("circular", 4)])
-def test_padding_larger_than_input_raises_like_torch(mode, padding, device):
+def test_padding_larger_than_inputraises_like_torch(mode, padding, device):
     x = torch.randn(1, 3, 3, 3, device=device)
-    _raises_like_torch(lambda: tritonn.Conv2d(3, 2, 3, padding=padding, padding_mode=mode).to(device)(x),
+    raises_like_torch(lambda: tritonn.Conv2d(3, 2, 3, padding=padding, padding_mode=mode).to(device)(x),
                        lambda: torch.nn.Conv2d(3, 2, 3, padding=padding, padding_mode=mode).to(device)(x))

@@ -14,7 +14,7 @@ import tritonn.functional as TF
 from tritonn import runtime
 from tritonn.ops.linear import torch_activation
 
-from .helpers import compare, no_native_compute
+from .helpers import compare, no_native_compute, raises_like_torch
 
 DTYPES = [torch.float32, torch.float16, torch.bfloat16, torch.float64]
 
@@ -303,35 +303,27 @@ def test_autocast_matches_nn_linear(dtype, device):
 # ---------------------------------------------------------------- errors
 
 
-def _raises_like_torch(ours_call, torch_call):
-    with pytest.raises(Exception) as theirs:
-        torch_call()
-    with pytest.raises(type(theirs.value)) as got:
-        ours_call()
-    return str(got.value)
-
-
 def test_wrong_feature_size(device):
     layer = tritonn.Linear(4, 3).to(device)
-    msg = _raises_like_torch(lambda: layer(torch.randn(2, 5, device=device)),
+    msg = raises_like_torch(lambda: layer(torch.randn(2, 5, device=device)),
                              lambda: torch.nn.Linear(4, 3).to(device)(torch.randn(2, 5, device=device)))
     assert "5" in msg and "4" in msg and "features" in msg
 
 
 def test_wrong_dtypes(device):
     x, w, b = torch.randn(2, 4, device=device), torch.randn(3, 4, device=device), torch.randn(3, device=device)
-    msg = _raises_like_torch(lambda: TF.linear(x.half(), w, b), lambda: F.linear(x.half(), w, b))
+    msg = raises_like_torch(lambda: TF.linear(x.half(), w, b), lambda: F.linear(x.half(), w, b))
     assert "float16" in msg and "float32" in msg
-    msg = _raises_like_torch(lambda: TF.linear(x, w, b.double()), lambda: F.linear(x, w, b.double()))
+    msg = raises_like_torch(lambda: TF.linear(x, w, b.double()), lambda: F.linear(x, w, b.double()))
     assert "float64" in msg and "float32" in msg
 
 
 def test_wrong_ranks_and_bias_shape(device):
     x, w = torch.randn(2, 4, device=device), torch.randn(3, 4, device=device)
-    _raises_like_torch(lambda: TF.linear(torch.tensor(1.0, device=device), w),
+    raises_like_torch(lambda: TF.linear(torch.tensor(1.0, device=device), w),
                        lambda: F.linear(torch.tensor(1.0, device=device), w))
-    _raises_like_torch(lambda: TF.linear(x, w.unsqueeze(0)), lambda: F.linear(x, w.unsqueeze(0)))
-    msg = _raises_like_torch(lambda: TF.linear(x, w, torch.randn(4, device=device)),
+    raises_like_torch(lambda: TF.linear(x, w.unsqueeze(0)), lambda: F.linear(x, w.unsqueeze(0)))
+    msg = raises_like_torch(lambda: TF.linear(x, w, torch.randn(4, device=device)),
                              lambda: F.linear(x, w, torch.randn(4, device=device)))
     assert "(3,)" in msg and "(4,)" in msg
 
@@ -339,7 +331,7 @@ def test_wrong_ranks_and_bias_shape(device):
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs two devices")
 def test_wrong_devices():
     x, w = torch.randn(2, 4, device="cuda"), torch.randn(3, 4)
-    msg = _raises_like_torch(lambda: TF.linear(x, w), lambda: F.linear(x, w))
+    msg = raises_like_torch(lambda: TF.linear(x, w), lambda: F.linear(x, w))
     assert "cpu" in msg and "cuda" in msg
 
 

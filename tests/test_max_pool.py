@@ -22,7 +22,7 @@ import tritonn.functional as TF
 from tritonn import runtime
 from tritonn.ops import max_pool
 
-from .helpers import compare, no_native_compute
+from .helpers import compare, no_native_compute, raises_like_torch
 from .test_linear import SavedTensors
 
 CL = torch.channels_last
@@ -385,14 +385,6 @@ def test_autocast_leaves_the_dtype_alone(device):
 # ---------------------------------------------------------------- errors
 
 
-def _raises_like_torch(ours_call, torch_call):
-    with pytest.raises(Exception) as theirs:
-        torch_call()
-    with pytest.raises(type(theirs.value)) as got:
-        ours_call()
-    return str(got.value)
-
-
 BAD = [  # (input shape, args, kwargs, words the message must contain)
     ((8, 8), (2,), {}, ["3D", "4D", "2D", "(8, 8)"]),
     ((1, 2, 3, 8, 8), (2,), {}, ["3D", "4D", "5D"]),
@@ -420,19 +412,19 @@ BAD = [  # (input shape, args, kwargs, words the message must contain)
 @pytest.mark.parametrize("shape,args,kwargs,words", BAD)
 def test_bad_arguments_raise_like_torch(shape, args, kwargs, words, device):
     x = torch.randn(shape, device=device)
-    msg = _raises_like_torch(lambda: TF.max_pool2d(x, *args, **kwargs), lambda: F.max_pool2d(x, *args, **kwargs))
+    msg = raises_like_torch(lambda: TF.max_pool2d(x, *args, **kwargs), lambda: F.max_pool2d(x, *args, **kwargs))
     for word in words:
         assert word in msg, (word, msg)
-    _raises_like_torch(lambda: tritonn.MaxPool2d(*args, **kwargs)(x), lambda: torch.nn.MaxPool2d(*args, **kwargs)(x))
+    raises_like_torch(lambda: tritonn.MaxPool2d(*args, **kwargs)(x), lambda: torch.nn.MaxPool2d(*args, **kwargs)(x))
 
 
 def test_bad_dtypes_and_inputs(device):
     x = torch.randn(2, 3, 8, 8, device=device)
-    msg = _raises_like_torch(lambda: TF.max_pool2d(x.bool(), 2), lambda: F.max_pool2d(x.bool(), 2))
+    msg = raises_like_torch(lambda: TF.max_pool2d(x.bool(), 2), lambda: F.max_pool2d(x.bool(), 2))
     assert "Bool" in msg or "bool" in msg
     with pytest.raises(NotImplementedError, match="int64"):
         TF.max_pool2d(x.long(), 2)
-    _raises_like_torch(lambda: TF.max_pool2d([[1.0]], 2), lambda: F.max_pool2d([[1.0]], 2))
+    raises_like_torch(lambda: TF.max_pool2d([[1.0]], 2), lambda: F.max_pool2d([[1.0]], 2))
 
 
 # ---------------------------------------------------------------- the Triton path

@@ -32,26 +32,21 @@ import triton.language as tl
 
 from ..runtime import autotune_configs
 from .common import cast_to, grouped_tile
-from .gemm import accumulate, epilogue, prune_for
-
-
-def _config(bm, bn, bk, stages, warps, group_m=8):
-    return triton.Config({"BLOCK_M": bm, "BLOCK_N": bn, "BLOCK_K": bk, "GROUP_M": group_m},
-                         num_stages=stages, num_warps=warps)
+from .gemm import accumulate, epilogue, gemm_config, prune_for
 
 
 # Output channels per group are often 32-256, so narrow N tiles matter more than for Linear.
 CONV_CONFIGS = [
-    _config(128, 128, 64, 3, 8),
-    _config(128, 128, 32, 4, 4),
-    _config(128, 64, 32, 4, 4),
-    _config(64, 128, 32, 4, 4),
-    _config(128, 32, 32, 4, 4),
-    _config(64, 64, 32, 4, 4),
-    _config(64, 32, 32, 5, 2),
-    _config(32, 32, 32, 5, 2),
+    gemm_config(128, 128, 64, 3, 8),
+    gemm_config(128, 128, 32, 4, 4),
+    gemm_config(128, 64, 32, 4, 4),
+    gemm_config(64, 128, 32, 4, 4),
+    gemm_config(128, 32, 32, 4, 4),
+    gemm_config(64, 64, 32, 4, 4),
+    gemm_config(64, 32, 32, 5, 2),
+    gemm_config(32, 32, 32, 5, 2),
 ]
-CONV_INTERPRETER_CONFIG = _config(32, 32, 32, 1, 4, group_m=2)
+CONV_INTERPRETER_CONFIG = gemm_config(32, 32, 32, 1, 4, group_m=2)
 
 DEPTHWISE_CONFIGS = [
     triton.Config({"BLOCK_P": 64, "BLOCK_C": 64}, num_warps=4),

@@ -28,7 +28,8 @@ from .activations import apply_activation
 from .common import cast_to, dot_operand, grouped_tile
 
 
-def _config(bm, bn, bk, stages, warps, group_m=8):
+def gemm_config(bm, bn, bk, stages, warps, group_m=8):
+    """An autotuner candidate for a GEMM-shaped kernel."""
     return triton.Config(
         {"BLOCK_M": bm, "BLOCK_N": bn, "BLOCK_K": bk, "GROUP_M": group_m},
         num_stages=stages, num_warps=warps,
@@ -38,17 +39,17 @@ def _config(bm, bn, bk, stages, warps, group_m=8):
 # Candidates for Hopper/Ampere, largest first; configs whose pipeline does not fit
 # in shared memory for the operand size are pruned before tuning.
 GEMM_CONFIGS = [
-    _config(128, 256, 64, 3, 8),
-    _config(256, 128, 64, 3, 8),
-    _config(128, 128, 64, 4, 8),
-    _config(128, 128, 32, 4, 4),
-    _config(64, 128, 64, 4, 4),
-    _config(128, 64, 64, 4, 4),
-    _config(64, 64, 64, 4, 4),
-    _config(64, 32, 32, 5, 2),
-    _config(32, 64, 32, 5, 2),
+    gemm_config(128, 256, 64, 3, 8),
+    gemm_config(256, 128, 64, 3, 8),
+    gemm_config(128, 128, 64, 4, 8),
+    gemm_config(128, 128, 32, 4, 4),
+    gemm_config(64, 128, 64, 4, 4),
+    gemm_config(128, 64, 64, 4, 4),
+    gemm_config(64, 64, 64, 4, 4),
+    gemm_config(64, 32, 32, 5, 2),
+    gemm_config(32, 64, 32, 5, 2),
 ]
-GEMM_INTERPRETER_CONFIG = _config(32, 32, 32, 1, 4, group_m=2)
+GEMM_INTERPRETER_CONFIG = gemm_config(32, 32, 32, 1, 4, group_m=2)
 
 def fits_in_shared_memory(config, element_size, limit):
     """Whether the operand tiles of every pipeline stage fit in ``limit`` bytes."""

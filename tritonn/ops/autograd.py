@@ -32,3 +32,14 @@ def first_order(op: str):
         return wrapper
 
     return decorate
+
+
+def keeps_preact(activation: str, needs_grad: bool) -> bool:
+    """Whether a fused activation's backward needs the pre-activation saved: relu's
+    derivative can be read off its output, and nothing is needed without grad."""
+    return needs_grad and activation not in ("none", "relu")
+
+
+def activation_input(activation: str, output, preact):
+    """What the backward of a fused activation reads: the pre-activation, or relu's output."""
+    return preact if preact is not None else (output if activation == "relu" else None)

@@ -30,7 +30,7 @@ from ..kernels.conv import (
     depthwise_wgrad_kernel,
     pad_fold_kernel,
 )
-from .autograd import first_order
+from .autograd import activation_input, first_order, keeps_preact
 from .gemm import _input_precision, activation_backward, column_sum, gemm
 from .linear import activation_name, torch_activation
 
@@ -363,14 +363,13 @@ class Conv2dFunction(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x, weight, bias, geo, activation, needs_grad):
-        keep_preact = needs_grad and activation not in ("none", "relu")
-        y, preact = conv_forward(x, weight, bias, geo, activation, keep_preact)
+        y, preact = conv_forward(x, weight, bias, geo, activation, keeps_preact(activation, needs_grad))
         ctx.geo, ctx.activation = geo, activation
         ctx.x_shape, ctx.fmt = x.shape, _memory_format(x, weight)
         if needs_grad:
             need_x, need_w = ctx.needs_input_grad[:2]
-            act_input = preact if keep_preact else (y if activation == "relu" else None)
-            ctx.save_for_backward(x if need_w else None, weight if need_x or need_w else None, act_input)
+            ctx.save_for_backward(x if need_w else None, weight if need_x or need_w else None,
+                                  activation_input(activation, y, preact))
         return y
 
     @staticmethod

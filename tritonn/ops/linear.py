@@ -15,7 +15,7 @@ import math
 import torch
 import torch.nn.functional as F
 from .. import runtime
-from .autograd import first_order
+from .autograd import activation_input, first_order, keeps_preact
 from .gemm import activation_backward, column_sum, gemm
 
 _ACTIVATION_NAMES = {None: "none", "relu": "relu", "gelu": "gelu", "gelu_tanh": "gelu_tanh", "silu": "silu"}
@@ -51,13 +51,13 @@ class LinearFunction(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x, weight, bias, activation, needs_grad):
-        keep_preact = needs_grad and activation not in ("none", "relu")
-        y, preact, _ = gemm(x, weight.t(), bias=bias, activation=activation, store_preact=keep_preact)
+        y, preact, _ = gemm(x, weight.t(), bias=bias, activation=activation,
+                            store_preact=keeps_preact(activation, needs_grad))
         ctx.activation = activation
         if needs_grad:
             need_x, need_w = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
-            act_input = preact if keep_preact else (y if activation == "relu" else None)
-            ctx.save_for_backward(x if need_w else None, weight if need_x else None, act_input)
+            ctx.save_for_backward(x if need_w else None, weight if need_x else None,
+                                  activation_input(activation, y, preact))
         return y
 
     @staticmethod
