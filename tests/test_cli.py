@@ -46,3 +46,14 @@ def test_command_line_turns_the_interpreter_on_by_itself():
                           timeout=600)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "passed, 0 failed" in proc.stdout
+
+
+def test_bench_runs_the_benchmarks_and_renders_a_table(tmp_path):
+    env = {k: v for k, v in os.environ.items() if k not in ("TRITONN_POISON",)}
+    proc = subprocess.run([sys.executable, "-m", "tritonn", "bench", "--out", str(tmp_path),
+                           "-k", "linear and fp32 and forward and not backward"],
+                          env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    table = (tmp_path / "linear.md").read_text()
+    assert "| linear |" in table and "tritonn ms" in table
+    assert (tmp_path / "bench.json").stat().st_size > 0

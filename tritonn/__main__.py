@@ -82,8 +82,9 @@ def bench(args) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     result = out / "bench.json"
+    select = ["-k", args.k] if args.k else []
     code = subprocess.call([sys.executable, "-m", "pytest", str(bench_dir), "-q", "-p", "no:cacheprovider",
-                            f"--benchmark-json={result}"], cwd=root)
+                            f"--benchmark-json={result}", *select], cwd=root)
     if code != 0:
         return code
     return subprocess.call([sys.executable, str(bench_dir / "render.py"), str(result), "--out", str(out)], cwd=root)
@@ -98,6 +99,7 @@ def main(argv=None) -> int:
     p.set_defaults(fn=check)
     p = sub.add_parser("bench", help="run the benchmarks and print the comparison table")
     p.add_argument("--out", default="benchmarks/results/latest", help="where the JSON, table and plot go")
+    p.add_argument("-k", default="", help="only the benchmark cases matching this pytest -k expression")
     p.set_defaults(fn=bench)
     args = parser.parse_args(argv)
     if args.command != "info":
