@@ -121,10 +121,22 @@ def conv_specs():
     yield from specs()
 
 
+def attention_specs():
+    from .compile_specs_attention import attention_specs as specs
+
+    yield from specs()
+
+
+def rnn_specs():
+    from .compile_specs_rnn import rnn_specs as specs
+
+    yield from specs()
+
+
 # The kernels whose K loop must be software-pipelined on aligned operands.
 PIPELINED_KERNELS = ("gemm_kernel", "conv_forward_kernel", "conv_dgrad_kernel", "conv_wgrad_kernel")
 
-SPECS = [gemm_specs, elementwise_specs, conv_specs, pool_specs, batch_norm_specs]
+SPECS = [gemm_specs, elementwise_specs, conv_specs, pool_specs, batch_norm_specs, attention_specs, rnn_specs]
 
 
 def _compile(spec):

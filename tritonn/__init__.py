@@ -6,9 +6,9 @@ Layers stack one way: ``tritonn.kernels`` (``@triton.jit`` code) -> ``tritonn.op
 """
 
 from . import functional, runtime
-from .nn import BatchNorm2d, Conv2d, Linear, MaxPool2d
+from .nn import LSTM, BatchNorm2d, Conv2d, Linear, MaxPool2d, MultiheadAttention
 from .runtime import FallbackError
 
 __version__ = "0.1.0"
 
-__all__ = ["BatchNorm2d", "Conv2d", "FallbackError", "Linear", "MaxPool2d", "functional", "runtime", "__version__"]
+__all__ = ["BatchNorm2d", "Conv2d", "FallbackError", "LSTM", "Linear", "MaxPool2d", "MultiheadAttention", "functional", "runtime", "__version__"]

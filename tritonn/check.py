@@ -100,8 +100,38 @@ def _max_pool2d(device, small):
     return channels_last(ours), channels_last(theirs), leaves, {"x": 4}
 
 
+def _lstm(device, small):
+    """A two-layer bidirectional LSTM: output, h_n, c_n, grads of the input and every weight."""
+    i, h, seq, n = (6, 8, 4, 2) if small else (256, 512, 64, 32)
+    options = dict(num_layers=2, bidirectional=True)
+    steps = seq * (i + 3 * h) * 2
+    reductions = {"out0": steps, "out1": steps, "out2": steps, "x": steps}
+    ours, theirs, leaves, _ = _module_case(torch.nn.LSTM(i, h, **options), tnn.LSTM(i, h, **options), (seq, n, i), {})
+    reductions.update({k: steps * n for k in leaves if k != "x"})
+    return ours, theirs, leaves, reductions
+
+
+def _multihead_attention(device, small):
+    """Causal self-attention (batch_first, the SDPA path), output and every gradient."""
+    e, h, length, n = (32, 2, 17, 2) if small else (1024, 16, 1024, 8)
+    ours, theirs = tnn.MultiheadAttention(e, h, batch_first=True), torch.nn.MultiheadAttention(e, h, batch_first=True)
+    ours_fn, theirs_fn, leaves, _ = _module_case(theirs, ours, (n, length, e), {})
+
+    def causal(fn):
+        def run(x, **params):
+            mask = torch.nn.Transformer.generate_square_subsequent_mask(length, device=x.device, dtype=x.dtype)
+            names = {k.replace(".", "_"): k for k, _ in theirs.named_parameters()}
+            module = ours if fn is ours_fn else theirs
+            return torch.func.functional_call(module, {names[k]: v for k, v in params.items()}, (x, x, x),
+                                              dict(attn_mask=mask, need_weights=False, is_causal=True))[0]
+        return run
+
+    reductions = {"out0": length + e, **dict.fromkeys(leaves, n * length)}
+    return causal(ours_fn), causal(theirs_fn), leaves, reductions
+
+
 CASES = [Case("Linear", _linear), Case("Conv2d", _conv2d), Case("BatchNorm2d", _batch_norm2d),
-         Case("MaxPool2d", _max_pool2d)]
+         Case("MaxPool2d", _max_pool2d), Case("MultiheadAttention", _multihead_attention), Case("LSTM", _lstm)]
 
 
 def run(device: str, small: bool) -> list[dict]:
