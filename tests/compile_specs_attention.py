@@ -3,13 +3,10 @@
 The GPU blocks are fixed per head dim (``ops.attention.gpu_config``), so the tier
 compiles exactly what a launch uses: head dims 64/128/256 (and 32), bf16 and fp32 on
 both targets, the heaviest variant (two masks, causal, dropout) and the bare one.
-The float scalar dropout_p is given as a constexpr: the tier's signatures type every
-non-pointer argument as i32.
 """
 
 import itertools
 
-FLOAT_SCALARS = {"dropout_p": 0.1}
 ATTENTION_KERNELS = ("attention_forward_kernel", "attention_dkdv_kernel", "attention_dq_kernel")
 CONFIG_KIND = {"attention_forward_kernel": "forward", "attention_dkdv_kernel": "dkdv", "attention_dq_kernel": "dq",
                "attention_weights_kernel": "weights"}
@@ -44,7 +41,7 @@ def attention_specs():
         if "BLOCK_DV" in args(kernel):
             blocks["BLOCK_DV"] = d
         precision = "tf32" if dtype == "fp32" else "ieee"
-        constexprs = dict(**flags, INPUT_PRECISION=precision, **blocks, **FLOAT_SCALARS,
+        constexprs = dict(**flags, INPUT_PRECISION=precision, **blocks,
                           **(unit_strides(kernel) if full else {}))
         return ("attention", kernel, pointers(kernel, dtype), constexprs, arch, cfg["num_warps"],
                 cfg["num_stages"], full)

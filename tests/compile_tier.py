@@ -33,9 +33,13 @@ def _unwrap(kernel):
     return kernel
 
 
+# Scalar kernel arguments a launch passes as Python floats (typed fp32 by Triton).
+FLOAT_ARGS = {"dropout_p", "p", "scale", "momentum_hi", "momentum_lo", "eps_hi", "eps_lo"}
+
+
 def _signature(kernel, pointers: dict, constexprs: dict, aligned: bool):
-    """Every argument: pointer dtype from ``pointers``, constexpr from ``constexprs``, the
-    rest i32. ``aligned`` marks every pointer and integer divisible by 16, as a launch
+    """Every argument: pointer dtype from ``pointers``, constexpr from ``constexprs``, fp32
+    for the float scalars in ``FLOAT_ARGS``, the rest i32. ``aligned`` marks every pointer and integer divisible by 16, as a launch
     on aligned tensors with sizes multiple of 16 specializes them; without it the
     compiler can neither vectorize loads nor software-pipeline the K loop."""
     sig, attrs = {}, {}
@@ -43,7 +47,7 @@ def _signature(kernel, pointers: dict, constexprs: dict, aligned: bool):
         if name in constexprs:
             sig[name] = "constexpr"
             continue
-        sig[name] = "*" + pointers[name] if name in pointers else "i32"
+        sig[name] = "*" + pointers[name] if name in pointers else ("fp32" if name in FLOAT_ARGS else "i32")
         attrs[(i,)] = [["tt.divisibility", 16]] if aligned else []
     return sig, attrs
 
