@@ -86,10 +86,17 @@ def empty(shape, *, dtype: torch.dtype, device: torch.device,
     return out
 
 
+AUTOTUNE: bool = os.environ.get("TRITONN_AUTOTUNE", "1") not in ("", "0")
+"""``TRITONN_AUTOTUNE=0`` (read at import): the first config only, no tuning. For test
+runs on a GPU, where hundreds of small shapes would each tune every config."""
+
+
 def autotune_configs(full: list, interpreter: triton.Config) -> list:
     """The autotuner's candidates: ``full`` on GPU, one config under the interpreter
-    (the interpreter cannot benchmark several configs)."""
-    return [interpreter] if INTERPRETING else list(full)
+    (the interpreter cannot benchmark several configs), the first with TRITONN_AUTOTUNE=0."""
+    if INTERPRETING:
+        return [interpreter]
+    return list(full) if AUTOTUNE else list(full[:1])
 
 
 _shared_memory: dict = {}
