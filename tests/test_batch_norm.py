@@ -566,3 +566,32 @@ def test_buffer_versions_move_like_torch(device):
         m(torch.randn(2, 3, 4, 4, device=device))
         bumps.append([b._version - v for b, v in zip(m.buffers(), before)])
     assert bumps[0] == bumps[1]
+
+
+@pytest.mark.parametrize("training", [True, False])
+def test_strided_parameters_and_statistics(training, device):
+    """Per-channel tensors that are strided views read right, and the running statistics
+    update the viewed elements only."""
+    C = 5
+    x = torch.randn(3, C, 4, 6, device=device, requires_grad=True)
+    store = {k: torch.randn(2 * C, device=device) for k in ("w", "b", "mean")}
+    store["var"] = torch.rand(2 * C, device=device) + 0.5
+    views = {k: v[::2] for k, v in store.items()}
+    w, b = views["w"].clone().requires_grad_(), views["b"].clone().requires_grad_()
+    w_strided = torch.stack([w, torch.zeros_like(w)], -1)[:, 0]
+    b_strided = torch.stack([b, torch.zeros_like(b)], -1)[:, 0]
+    ref_mean, ref_var = views["mean"].clone(), views["var"].clone()
+    before = {k: v.clone() for k, v in store.items()}
+    y = TF.batch_norm(x, views["mean"], views["var"], w_strided, b_strided, training, 0.3, 1e-5)
+    x_ref, w_ref, b_ref = (t.detach().clone().requires_grad_() for t in (x, w, b))
+    y_ref = F.batch_norm(x_ref, ref_mean, ref_var, w_ref, b_ref, training, 0.3, 1e-5)
+    assert torch.allclose(y, y_ref, atol=1e-5)
+    g = torch.randn_like(y)
+    y.backward(g)
+    y_ref.backward(g)
+    for ours, theirs in ((x.grad, x_ref.grad), (w.grad, w_ref.grad), (b.grad, b_ref.grad)):
+        assert torch.allclose(ours, theirs, atol=1e-4)
+    assert torch.allclose(store["mean"][::2], ref_mean, atol=1e-6)
+    assert torch.allclose(store["var"][::2], ref_var, atol=1e-6)
+    for k in ("mean", "var"):  # the elements between the views are untouched
+        assert torch.equal(store[k][1::2], before[k][1::2])

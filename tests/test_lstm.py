@@ -357,3 +357,32 @@ def test_empty_batch_and_non_contiguous_input(device):
     assert (ours.weight_ih_l0.grad == 0).all() and (ours.bias_hh_l0_reverse.grad == 0).all()
     x = torch.randn(3, 5, 2).transpose(0, 2)  # (2, 5, 3), not contiguous
     torch.testing.assert_close(ours(x.to(device))[0].cpu(), theirs(x)[0], atol=1e-5, rtol=1e-5)
+
+
+def test_several_tiles_and_programs(device):
+    """Hidden and projection sizes past one tile, batch past one program, both directions, packed unsorted."""
+    check(device, I=9, H=40, L=2, N=20, proj=35, bidirectional=True)
+    check(device, I=6, H=36, L=3, N=18, layers=2, proj=33, lengths=[3, 1, 2] * 6, enforce_sorted=False)
+
+
+def test_strided_parameters(device):
+    """Parameters that are views with strides (a bias sliced out of a bigger tensor) read right."""
+    layer = torch.nn.LSTM(5, 6, dtype=torch.float64).to(device)
+    params = [p.detach() for p in layer._flat_weights]
+    strided = [torch.stack([p, torch.zeros_like(p)], -1)[..., 0] for p in params]
+    assert not any(p.is_contiguous() for p in strided if p.dim() == 1)
+    x = torch.randn(4, 3, 5, dtype=torch.float64, device=device)
+    ours = TF.lstm(x, None, strided, True, 1, 0.0, False, False, False)
+    theirs = torch._VF.lstm(x, (torch.zeros(1, 3, 6, dtype=torch.float64, device=device),) * 2, params,
+                            True, 1, 0.0, False, False, False)
+    for a, b in zip(ours[:1] + tuple(ours[1]), theirs):
+        assert torch.allclose(a, b, atol=1e-12)
+
+
+@pytest.mark.parametrize("batch_first", [False, True])
+def test_zero_time_steps_raise_like_torch(device, batch_first):
+    x = torch.randn((2, 0, 3) if batch_first else (0, 2, 3), device=device)
+    with pytest.raises(RuntimeError, match="sequence length to be larger than 0"):
+        torch.nn.LSTM(3, 4, batch_first=batch_first).to(device)(x)
+    with pytest.raises(RuntimeError, match="sequence length to be larger than 0"):
+        tritonn.LSTM(3, 4, batch_first=batch_first).to(device)(x)

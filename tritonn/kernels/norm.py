@@ -36,8 +36,9 @@ from .common import cast_to
 
 @triton.jit
 def _chunk_bounds(chunk, N, L, CHUNK_N, CHUNK_L, NCHUNK_L):
-    n_start = (chunk // NCHUNK_L) * CHUNK_N
-    l_start = (chunk % NCHUNK_L) * CHUNK_L
+    # int64: merged channels_last rows (N * H * W) can pass 2^31
+    n_start = (chunk // NCHUNK_L).to(tl.int64) * CHUNK_N
+    l_start = (chunk % NCHUNK_L).to(tl.int64) * CHUNK_L
     n_end = tl.minimum(n_start + CHUNK_N, N)
     l_end = tl.minimum(l_start + CHUNK_L, L)
     return n_start, n_end, l_start, l_end
@@ -136,8 +137,8 @@ def batch_norm_partial_stats_kernel(
 @triton.jit
 def _chunk_counts(k, N, L, CHUNK_N, CHUNK_L, NCHUNK_L, ACC: tl.constexpr):
     """Elements in chunks ``k`` (a vector of chunk indices)."""
-    rows = tl.minimum(CHUNK_N, N - (k // NCHUNK_L) * CHUNK_N)
-    cols = tl.minimum(CHUNK_L, L - (k % NCHUNK_L) * CHUNK_L)
+    rows = tl.minimum(CHUNK_N, N - (k // NCHUNK_L).to(tl.int64) * CHUNK_N)
+    cols = tl.minimum(CHUNK_L, L - (k % NCHUNK_L).to(tl.int64) * CHUNK_L)
     return rows.to(ACC) * cols.to(ACC)
 
 

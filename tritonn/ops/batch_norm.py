@@ -531,6 +531,14 @@ def batch_norm(
         y = F.batch_norm(input, running_mean, running_var, weight, bias, training, factor or 0.0, eps)
         return torch_activation(y, act)
     needs_grad = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (input, weight, bias))
-    return BatchNormFunction.apply(input, weight, bias, running_mean, running_var,
-                                   num_batches_tracked if training else None,
-                                   training, momentum, eps, act, needs_grad)
+    # The kernels read per-channel tensors with unit stride: strided views go through
+    # contiguous copies (differentiable for the parameters, copied back for updated statistics).
+    weight, bias, mean, var = (t.contiguous() if t is not None else None
+                               for t in (weight, bias, running_mean, running_var))
+    y = BatchNormFunction.apply(input, weight, bias, mean, var, num_batches_tracked if training else None,
+                                training, momentum, eps, act, needs_grad)
+    if training:
+        for stat, copy in ((running_mean, mean), (running_var, var)):
+            if copy is not stat:
+                stat.copy_(copy)
+    return y

@@ -135,7 +135,7 @@ def _forward(spec: LSTMSpec, x, h0, c0, params):
             idx = layer * D + d
             whh = p["w_hh"].contiguous()
             whr = p["w_hr"].contiguous() if spec.proj > 0 else whh
-            bhh = p["b_hh"] if spec.has_bias else whh
+            bhh = p["b_hh"].contiguous() if spec.has_bias else whh
             h0i, c0i, hni, cni = h0[idx], c0[idx], hn[idx], cn[idx]
             hs = HS[d] if HS is not None else HP[d]
             if spec.N > 0 and spec.L > 0:
@@ -312,8 +312,13 @@ def lstm(input, hx, params, has_biases: bool, num_layers: int, dropout: float, t
             f"input.size(-1) must be equal to input_size. Expected {params[0].shape[1]}, got {input.shape[-1]}")
     if packed:
         N = int(batch_sizes[0]) if batch_sizes.numel() > 0 else 0
+        steps = batch_sizes.numel()
     else:
         N = input.shape[0] if batch_first else input.shape[1]
+        steps = input.shape[1] if batch_first else input.shape[0]
+    if steps == 0:
+        raise RuntimeError("Expected sequence length to be larger than 0 in RNN, got an input of "
+                           f"{'no time steps' if packed else f'shape {list(input.shape)}'}")
     for name, t, width in (("hidden[0]", h0, R), ("hidden[1]", c0, H)):
         expected = (num_layers * D, N, width)
         if t is not None and tuple(t.shape) != expected:
