@@ -413,3 +413,49 @@ def test_masks_requiring_grad_are_refused(device):
     x = torch.randn(5, 1, 8, device=device)
     with pytest.raises(NotImplementedError, match="attn_mask"):
         m(x, x, x, attn_mask=mask)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_sdpa_finfo_min_masks_match_torch(device, dtype):
+    """torch.finfo(dtype).min padding masks (HuggingFace's idiom) stay finite: a fully
+    masked row is softmaxed uniformly, as torch does, instead of becoming empty."""
+    L, S = 6, 10
+
+    def masked(sdpa):
+        def fn(q, k, v):
+            m = torch.zeros(L, S, dtype=q.dtype, device=q.device)
+            m[2] = torch.finfo(q.dtype).min
+            m[4, 3:] = torch.finfo(q.dtype).min
+            return sdpa(q, k, v, m)
+        return fn
+
+    leaves = sdpa_leaves((2, 2, L, 8), (2, 2, S, 8), (2, 2, S, 8))
+    compare(masked(TF.scaled_dot_product_attention), masked(F.scaled_dot_product_attention), leaves, dtype, device,
+            {"out0": S + 8, "q": S + 8, "k": L + 8, "v": L})
+
+
+def test_sdpa_empty_value_head_dim(device):
+    check_sdpa(device, (1, 1, 4, 8), (1, 1, 6, 8), (1, 1, 6, 0))
+
+
+def test_mha_functional_static_k_with_key_padding_mask(device):
+    """The key padding mask masks static_k's keys, not the key argument's."""
+    E, H, L, N, S = 8, 2, 3, 2, 4
+    mha = torch.nn.MultiheadAttention(E, H).to(device)
+    q, key = torch.randn(L, N, E, device=device), torch.randn(7, N, E, device=device)
+    static_k, static_v = (torch.randn(N * H, S, E // H, device=device) for _ in range(2))
+    kpm = torch.rand(N, S, device=device) < 0.3
+    kpm[:, 0] = False
+    args = (q, key, key, E, H, mha.in_proj_weight, mha.in_proj_bias, None, None, False, 0.0,
+            mha.out_proj.weight, mha.out_proj.bias)
+    kw = dict(training=False, need_weights=True, static_k=static_k, static_v=static_v)
+    with torch.no_grad():
+        ours = TF.multi_head_attention_forward(*args, key_padding_mask=kpm, **kw)
+        theirs = F.multi_head_attention_forward(*args, key_padding_mask=kpm, **kw)
+    for a, b in zip(ours, theirs):
+        assert torch.allclose(a, b, atol=1e-5)
+    wrong = torch.zeros(N, 7, dtype=torch.bool, device=device)
+    with pytest.raises(AssertionError):
+        F.multi_head_attention_forward(*args, key_padding_mask=wrong, **kw)
+    with pytest.raises(AssertionError):
+        TF.multi_head_attention_forward(*args, key_padding_mask=wrong, **kw)

@@ -391,6 +391,8 @@ BAD = [  # (input shape, args, kwargs, words the message must contain)
     ((2, 3, 8, 8), (3,), dict(padding=2), ["pad=2", "kernel_size=3", "half"]),
     ((2, 3, 8, 8), ((3, 5),), dict(padding=(1, 3)), ["pad=3", "kernel_size=5"]),
     ((2, 3, 8, 8), (2,), dict(padding=-1), ["non-negative", "-1"]),
+    ((1, 1, 4, 4), (2,), dict(padding=2, dilation=3), ["pad=2", "kernel_size=2", "half of kernel size"]),
+    ((1, 1, 4, 4), ((1, 2),), dict(padding=(0, 2), dilation=(1, 3)), ["pad=2", "kernel_size=2"]),
     ((2, 3, 8, 8), (9,), {}, ["3x8x8", "3x0x0", "too small"]),
     ((0, 3, 1, 1), (2,), {}, ["3x1x1", "3x0x0"]),
     ((2, 3, 8, 8), (0,), {}, ["zero"]),

@@ -7,8 +7,12 @@ by (batch, head, row, column) strides, so transposed/permuted views need no copy
     lse, delta (B * H, L) float32/float64, contiguous
 
 Query head ``h`` reads key/value head ``h // G`` (grouped-query attention; G = H / HK).
+Grids are flat: program ``pid`` owns row block ``pid % blocks`` of batch x head
+``pid // blocks`` (``_split_grid``), so one head's blocks run together and batch x
+head is not bound by the 65535 limit of grid axes 1 and 2.
 
-Scores live in the log2 domain: ``s = (q . k) * scale * log2(e) (+ mask * log2(e))``
+Scores live in the log2 domain: ``s = (q . k) * scale * log2(e) (+ mask * log2(e))``,
+a finite mask clamped to stay finite (``_additive_log2``)
 (``scale`` is read from a 1-element tensor in the accumulator dtype, float64 for float64),
 so the softmax is ``exp2(s - lse)`` with ``lse`` the row's log2-sum-exp2, saved by the
 forward. The L x S matrix is never stored: the forward keeps a running max and sum
@@ -54,6 +58,19 @@ def _log2e(dtype: tl.constexpr):
 
 
 @triton.jit
+def _additive_log2(add):
+    """An additive mask in the log2 units of the scores. A finite mask stays finite:
+    torch.finfo(dtype).min, the usual padding mask, would overflow to -inf once
+    multiplied by log2(e) and turn a row torch softmaxes uniformly into an empty one."""
+    scaled = add * _log2e(add.dtype)
+    if add.dtype == tl.float64:
+        lowest = tl.full((), -1.7976931348623157e308, tl.float64)
+    else:
+        lowest = tl.full((), -3.4028234663852886e38, tl.float32)
+    return tl.where((scaled == float("-inf")) & (add != float("-inf")), lowest, scaled)
+
+
+@triton.jit
 def _mask_tile(s, mask_ptr, off_b, off_h, rows, cols, L, MN, stride_b, stride_h, stride_m, stride_n,
                KIND: tl.constexpr):
     """Apply one mask slot to a (rows x cols) score tile (``rows``/``cols`` broadcast
@@ -64,7 +81,7 @@ def _mask_tile(s, mask_ptr, off_b, off_h, rows, cols, L, MN, stride_b, stride_h,
         inb = (rows < L) & (cols < MN)
         if KIND == 3:
             add = tl.load(ptrs, mask=inb, other=0.0).to(s.dtype)
-            s = s + add * _log2e(s.dtype)
+            s = s + _additive_log2(add)
         else:
             m = tl.load(ptrs, mask=inb, other=0)
             if KIND == 1:
@@ -72,6 +89,16 @@ def _mask_tile(s, mask_ptr, off_b, off_h, rows, cols, L, MN, stride_b, stride_h,
             else:
                 s = tl.where((m != 0) & (cols < MN), float("-inf"), s)
     return s
+
+
+@triton.jit
+def _split_grid(length, BLOCK: tl.constexpr):
+    """(block along ``length``, batch x head) from a flat 1-D grid, blocks fastest, so
+    programs of one head run together (K/V stay in L2) and batch x head can pass
+    CUDA's 65535 limit on grid axes 1 and 2."""
+    blocks = tl.cdiv(length, BLOCK)
+    pid = tl.program_id(0)
+    return pid % blocks, pid // blocks
 
 
 @triton.jit
@@ -103,8 +130,7 @@ def attention_forward_kernel(
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_DV: tl.constexpr,
 ):
     ACC: tl.constexpr = tl.float64 if q_ptr.dtype.element_ty == tl.float64 else tl.float32
-    pid_m = tl.program_id(0)
-    bh = tl.program_id(1)
+    pid_m, bh = _split_grid(L, BLOCK_M)
     off_b = (bh // H).to(tl.int64)
     off_h = (bh % H).to(tl.int64)
     off_hk = off_h // G
@@ -182,8 +208,7 @@ def attention_preprocess_kernel(
 ):
     """delta[bh, i] = sum_d dO[i, d] * O[i, d]."""
     ACC: tl.constexpr = tl.float64 if o_ptr.dtype.element_ty == tl.float64 else tl.float32
-    pid_m = tl.program_id(0)
-    bh = tl.program_id(1)
+    pid_m, bh = _split_grid(L, BLOCK_M)
     off_b = (bh // H).to(tl.int64)
     off_h = (bh % H).to(tl.int64)
     rows = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
@@ -218,8 +243,7 @@ def attention_dkdv_kernel(
     of its group and their query blocks (transposed tiles: keys are rows here)."""
     ACC: tl.constexpr = tl.float64 if q_ptr.dtype.element_ty == tl.float64 else tl.float32
     HK = H // G
-    pid_n = tl.program_id(0)
-    bhk = tl.program_id(1)
+    pid_n, bhk = _split_grid(S, BLOCK_N)
     off_b = (bhk // HK).to(tl.int64)
     off_hk = (bhk % HK).to(tl.int64)
     cols = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)  # key positions, the rows of every tile here
@@ -302,8 +326,7 @@ def attention_dq_kernel(
 ):
     """dQ of one query block: loops over the key blocks."""
     ACC: tl.constexpr = tl.float64 if q_ptr.dtype.element_ty == tl.float64 else tl.float32
-    pid_m = tl.program_id(0)
-    bh = tl.program_id(1)
+    pid_m, bh = _split_grid(L, BLOCK_M)
     off_b = (bh // H).to(tl.int64)
     off_h = (bh % H).to(tl.int64)
     off_hk = off_h // G
@@ -376,9 +399,12 @@ def attention_weights_kernel(
     of one (query block, key block) tile, from the forward's lse: per head, or the
     mean over the H heads (``AVERAGE``: the heads are looped inside the program)."""
     ACC: tl.constexpr = tl.float64 if q_ptr.dtype.element_ty == tl.float64 else tl.float32
-    pid_m = tl.program_id(0)
-    pid_n = tl.program_id(1)
-    pid_z = tl.program_id(2)
+    n_blocks = tl.cdiv(S, BLOCK_N)
+    tiles = tl.cdiv(L, BLOCK_M) * n_blocks
+    pid = tl.program_id(0)  # flat: (batch x head) can pass CUDA's 65535 limit on axes 1 and 2
+    pid_z = pid // tiles
+    pid_m = (pid % tiles) // n_blocks
+    pid_n = pid % n_blocks
     rows = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
     cols = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
     offs_d = tl.arange(0, BLOCK_D)

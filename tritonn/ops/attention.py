@@ -137,7 +137,7 @@ def _forward(q, k, v, masks, opt: Options):
         return o, lse
     ptrs, kinds, widths, strides = _mask_args(masks)
     cfg = _config("forward", max(block_d(D), block_d(DV)), q.dtype)
-    grid = (triton.cdiv(L, cfg["BLOCK_M"]), B * H)
+    grid = (triton.cdiv(L, cfg["BLOCK_M"]) * B * H,)
     attention_forward_kernel[grid](
         q, k, v, o, lse, ptrs[0] if ptrs[0] is not None else q, ptrs[1] if ptrs[1] is not None else q,
         opt.seed, opt.dropout_p, _scale(opt, q.dtype, q.device),
@@ -157,13 +157,13 @@ def _backward(q, k, v, o, lse, grad_o, masks, opt: Options, need_q, need_kv):
     dq = runtime.empty(q.shape, dtype=q.dtype, device=q.device) if need_q else None
     dk = runtime.empty(k.shape, dtype=k.dtype, device=k.device) if need_kv else None
     dv = runtime.empty(v.shape, dtype=v.dtype, device=v.device) if need_kv else None
-    if L == 0 or S == 0 or B * H == 0:
+    if L == 0 or S == 0 or B * H == 0 or DV == 0:  # (DV == 0: the forward wrote no lse)
         for t in (dq, dk, dv):
             if t is not None:
                 t.zero_()
         return dq, dk, dv
     delta = runtime.empty((B * H, L), dtype=acc, device=q.device)
-    attention_preprocess_kernel[(triton.cdiv(L, PREPROCESS_BLOCK_M), B * H)](
+    attention_preprocess_kernel[(triton.cdiv(L, PREPROCESS_BLOCK_M) * B * H,)](
         o, grad_o, delta, H, L, DV, *o.stride(), *grad_o.stride(),
         BLOCK_M=PREPROCESS_BLOCK_M, BLOCK_DV=block_d(DV),
     )
@@ -176,7 +176,7 @@ def _backward(q, k, v, o, lse, grad_o, masks, opt: Options, need_q, need_kv):
     scalars = (opt.seed, opt.dropout_p, _scale(opt, q.dtype, q.device))
     if need_kv:
         cfg = _config("dkdv", max(block_d(D), block_d(DV)), q.dtype)
-        grid = (triton.cdiv(S, cfg["BLOCK_N"]), B * HK)
+        grid = (triton.cdiv(S, cfg["BLOCK_N"]) * B * HK,)
         attention_dkdv_kernel[grid](
             q, k, v, grad_o, lse, delta, dk, dv, m1, m2, *scalars, *dims,
             *q.stride(), *k.stride(), *v.stride(), *grad_o.stride(), *dk.stride(), *dv.stride(),
@@ -184,7 +184,7 @@ def _backward(q, k, v, o, lse, grad_o, masks, opt: Options, need_q, need_kv):
         )
     if need_q:
         cfg = _config("dq", max(block_d(D), block_d(DV)), q.dtype)
-        grid = (triton.cdiv(L, cfg["BLOCK_M"]), B * H)
+        grid = (triton.cdiv(L, cfg["BLOCK_M"]) * B * H,)
         attention_dq_kernel[grid](
             q, k, v, grad_o, lse, delta, dq, m1, m2, *scalars, *dims,
             *q.stride(), *k.stride(), *v.stride(), *grad_o.stride(), *dq.stride(),
@@ -205,7 +205,7 @@ def attention_weights(q, k, lse, masks, opt: Options, average: bool) -> torch.Te
     w4 = w.unsqueeze(1) if average else w
     ptrs, kinds, widths, strides = _mask_args(masks)
     cfg = dict(WEIGHTS_BLOCKS) if runtime.INTERPRETING else gpu_config("weights", block_d(D), q.element_size())
-    grid = (triton.cdiv(L, cfg["BLOCK_M"]), triton.cdiv(S, cfg["BLOCK_N"]), B if average else B * H)
+    grid = (triton.cdiv(L, cfg["BLOCK_M"]) * triton.cdiv(S, cfg["BLOCK_N"]) * (B if average else B * H),)
     attention_weights_kernel[grid](
         q, k, lse, w4, ptrs[0] if ptrs[0] is not None else q, ptrs[1] if ptrs[1] is not None else q,
         opt.seed, opt.dropout_p, _scale(opt, q.dtype, q.device), H, H // HK, L, S, D, widths[0], widths[1],
@@ -252,10 +252,12 @@ def attention(q, k, v, masks=(None, None), opt: Options | None = None, need_weig
 
 
 def new_seed(dropout_p: float) -> int:
-    """A Philox seed drawn from torch's generator (so torch.manual_seed reproduces dropout)."""
+    """A Philox seed drawn from torch's generator (so torch.manual_seed reproduces dropout).
+    Never 0 or 1: Triton turns an integer argument equal to 1 into a constant, which
+    would compile a different kernel (and 0 marks "no dropout")."""
     if dropout_p <= 0:
         return 0
-    return int(torch.randint(0, 2**31 - 1, (1,)).item())
+    return int(torch.randint(2, 2**31 - 1, (1,)).item())
 
 
 _FLOATING = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
@@ -296,7 +298,7 @@ def _check_sdpa(query, key, value, attn_mask, dropout_p, is_causal, enable_gqa):
             raise RuntimeError(
                 "Number of heads in key and value must divide the number of heads in query "
                 f"(with enable_gqa=True), got query {hq} heads, key/value {hk}")
-    if attn_mask is not None and attn_mask.dtype != torch.bool and attn_mask.dtype != query.dtype:
+    if attn_mask is not None and attn_mask.dtype not in (torch.bool, torch.float32, query.dtype):
         raise RuntimeError(
             "Expected attn_mask dtype to be bool or float or to match query dtype, but got attn_mask.dtype: "
             f"{_dt(attn_mask)} and  query.dtype: {_dt(query)} instead.")
@@ -351,8 +353,6 @@ def scaled_dot_product_attention(query, key, value, attn_mask=None, dropout_p=0.
                 f"scaled_dot_product_attention: attn_mask of shape {tuple(attn_mask.shape)} does not broadcast to "
                 f"{(*lead, L, S)}") from e
         m = m.reshape(B, H, L, S) if m.dim() != 4 or m.shape[0] != B else m
-        if attn_mask.dtype == torch.float64 and query.dtype != torch.float64:
-            m = m.to(query.dtype)
         masks = (Mask(m, KEEP_TRUE if attn_mask.dtype == torch.bool else ADDITIVE), None)
     opt = Options(scale=float(scale) if scale is not None else 1.0 / math.sqrt(E), is_causal=bool(is_causal),
                   dropout_p=float(dropout_p), seed=new_seed(dropout_p), nan_rows=False)

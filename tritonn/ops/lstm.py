@@ -368,7 +368,7 @@ def lstm(input, hx, params, has_biases: bool, num_layers: int, dropout: float, t
                         N, L, st, sb, False)
         x = input.contiguous().view(-1, input.shape[-1])
     if spec.train and spec.dropout > 0 and num_layers > 1:
-        seed = torch.randint(0, 2**31 - 1, (num_layers - 1,))
+        seed = torch.randint(2, 2**31 - 1, (num_layers - 1,))  # never 1: Triton would specialize it
         spec.seeds = tuple(int(s) for s in seed.tolist())
     needs_grad = torch.is_grad_enabled() and any(t.requires_grad for t in (input, h0, c0, *params))
     y, hn, cn = LSTMFunction.apply(spec, needs_grad, x, h0.contiguous(), c0.contiguous(), *params)

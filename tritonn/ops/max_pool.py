@@ -89,6 +89,11 @@ def output_size(size: int, kernel: int, pad: int, stride: int, dilation: int, ce
             "max_pool2d: pad should be at most half of effective kernel size, but got "
             f"pad={pad}, kernel_size={kernel} and dilation={dilation}"
         )
+    if kernel > 0 and pad > kernel // 2:  # torch's pool2d_shape_check (a bad kernel is reported later)
+        raise RuntimeError(
+            "max_pool2d: pad should be smaller than or equal to half of kernel size, but got "
+            f"pad={pad}, kernel_size={kernel} and dilation={dilation}"
+        )
     numerator = size + 2 * pad - dilation * (kernel - 1) - 1 + (stride - 1 if ceil_mode else 0)
     out = numerator // stride + 1  # floor division, like torch's div_rtn
     if ceil_mode and (out - 1) * stride >= size + pad:

@@ -215,8 +215,10 @@ def multi_head_attention_forward(
     if attn_mask is not None:
         masks[0] = Mask(mask_view, _kind(attn_mask))
     if key_padding_mask is not None:
-        F._check_key_padding_mask(key_padding_mask, src_len, bsz)
-        kpm = key_padding_mask.view(bsz, 1, 1, src_len).expand(bsz, num_heads, tgt_len, src_len)
+        # the keys it masks: static_k's when given (bias_k / zero-attention columns lie past it)
+        keys = static_k.shape[1] if static_k is not None else src_len
+        F._check_key_padding_mask(key_padding_mask, keys, bsz)
+        kpm = key_padding_mask.view(bsz, 1, 1, keys).expand(bsz, num_heads, tgt_len, keys)
         masks[1] = Mask(kpm, _kind(key_padding_mask))
 
     if not training:
