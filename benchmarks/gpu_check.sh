@@ -4,7 +4,9 @@
 #   bash benchmarks/gpu_check.sh OUTDIR        # from the repo root
 #
 # For a CUDA machine with torch and triton preinstalled (python3) and no network:
-# nothing is installed, the repo is used from PYTHONPATH. Every step is bounded by
+# nothing is installed, the repo is used from PYTHONPATH, plus .gpu-deps/ (pytest,
+# pytest-benchmark, pytest-xdist, made by benchmarks/gpu_deps.sh on the CPU machine and
+# carried to the GPU one) when it exists. Every step is bounded by
 # `timeout` (tests 240 s + benchmarks 200 s + render, about 8 minutes in all; override
 # with TESTS_TIMEOUT / BENCH_TIMEOUT; BENCH_K="bf16" passes -k "bf16" to the
 # benchmarks to run a subset). A timeout sends SIGINT, so pytest still writes
@@ -25,6 +27,10 @@ BENCH_TIMEOUT=${BENCH_TIMEOUT:-200}
 
 mkdir -p "$OUT"
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
+# test tools the GPU machine may lack, installed here by benchmarks/gpu_deps.sh and carried along
+if [ -d "$PWD/.gpu-deps" ]; then
+    export PYTHONPATH="$PYTHONPATH:$PWD/.gpu-deps"
+fi
 export TRITONN_BENCH_JSONL="$OUT/bench.jsonl"
 rm -f "$OUT/bench.jsonl" "$OUT/bench.json"
 
@@ -53,7 +59,13 @@ cat "$OUT/env.txt"
 
 echo "== tests (timeout ${TESTS_TIMEOUT}s)"
 # correctness only: one GEMM config instead of tuning every test shape (the compile tier covers the rest)
-TRITONN_AUTOTUNE=0 timeout -s INT -k 20 "$TESTS_TIMEOUT" "$PY" -m pytest tests -q -x 2>&1 | tee "$OUT/tests.log"
+# pytest-xdist, when there, spreads the kernels' first compiles over the CPU cores
+workers=()
+if "$PY" -c "import xdist" 2>/dev/null; then
+    workers=(-n "${TEST_WORKERS:-8}")
+fi
+TRITONN_AUTOTUNE=0 timeout -s INT -k 20 "$TESTS_TIMEOUT" "$PY" -m pytest tests -q -x "${workers[@]}" 2>&1 \
+    | tee "$OUT/tests.log"
 tests_rc=${PIPESTATUS[0]}
 
 echo "== benchmarks (timeout ${BENCH_TIMEOUT}s)"
