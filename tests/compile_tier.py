@@ -131,6 +131,12 @@ def attention_specs():
     yield from specs()
 
 
+def layer_norm_specs():
+    from .compile_specs_layer_norm import layer_norm_specs as specs
+
+    yield from specs()
+
+
 def rnn_specs():
     from .compile_specs_rnn import rnn_specs as specs
 
@@ -140,7 +146,8 @@ def rnn_specs():
 # The kernels whose K loop must be software-pipelined on aligned operands.
 PIPELINED_KERNELS = ("gemm_kernel", "conv_forward_kernel", "conv_dgrad_kernel", "conv_wgrad_kernel")
 
-SPECS = [gemm_specs, elementwise_specs, conv_specs, pool_specs, batch_norm_specs, attention_specs, rnn_specs]
+SPECS = [gemm_specs, elementwise_specs, conv_specs, pool_specs, batch_norm_specs, attention_specs, rnn_specs,
+         layer_norm_specs]
 
 
 def _compile(spec):

@@ -459,3 +459,15 @@ def test_mha_functional_static_k_with_key_padding_mask(device):
         F.multi_head_attention_forward(*args, key_padding_mask=wrong, **kw)
     with pytest.raises(AssertionError):
         TF.multi_head_attention_forward(*args, key_padding_mask=wrong, **kw)
+
+
+def test_mha_under_autocast_matches_torch_dtypes(device):
+    torch.manual_seed(0)
+    theirs = torch.nn.MultiheadAttention(8, 2).to(device)
+    ours = tritonn.MultiheadAttention(8, 2).to(device)
+    ours.load_state_dict(theirs.state_dict())
+    x = torch.randn(3, 2, 8, device=device)
+    with torch.autocast(device_type=device, dtype=torch.bfloat16):
+        (y, w), (y_ref, w_ref) = ours(x, x, x), theirs(x, x, x)
+    assert y.dtype == y_ref.dtype == torch.bfloat16 and w.dtype == w_ref.dtype
+    assert torch.allclose(y.float(), y_ref.float(), atol=0.05)

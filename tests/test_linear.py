@@ -298,6 +298,9 @@ def test_autocast_matches_nn_linear(dtype, device):
     assert ours.weight.grad.dtype == torch_layer.weight.grad.dtype == torch.float32
     assert x.grad.dtype == torch.float32
     assert torch.allclose(ours.weight.grad, torch_layer.weight.grad, atol=0.1, rtol=0.02)
+    with torch.autocast(device_type=device, dtype=dtype):  # a low-precision input meets fp32 weights
+        x_low = x.detach().to(dtype)
+        assert ours(x_low).dtype == torch_layer(x_low).dtype == dtype
 
 
 # ---------------------------------------------------------------- errors

@@ -6,9 +6,12 @@ Layers stack one way: ``tritonn.kernels`` (``@triton.jit`` code) -> ``tritonn.op
 """
 
 from . import functional, runtime
-from .nn import LSTM, BatchNorm2d, Conv2d, Linear, MaxPool2d, MultiheadAttention
+from .nn import (LSTM, BatchNorm2d, Conv2d, Dropout, LayerNorm, Linear, MaxPool2d, MultiheadAttention, Transformer,
+                 TransformerDecoder, TransformerDecoderLayer, TransformerEncoder, TransformerEncoderLayer)
 from .runtime import FallbackError
+from .convert import convert
 
 __version__ = "0.1.0"
 
-__all__ = ["BatchNorm2d", "Conv2d", "FallbackError", "LSTM", "Linear", "MaxPool2d", "MultiheadAttention", "functional", "runtime", "__version__"]
+__all__ = ["BatchNorm2d", "Conv2d", "Dropout", "FallbackError", "convert", "LSTM", "LayerNorm", "Linear",
+           "Transformer", "TransformerDecoder", "TransformerDecoderLayer", "TransformerEncoder", "TransformerEncoderLayer", "MaxPool2d", "MultiheadAttention", "functional", "runtime", "__version__"]

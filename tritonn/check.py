@@ -130,8 +130,24 @@ def _multihead_attention(device, small):
     return causal(ours_fn), causal(theirs_fn), leaves, reductions
 
 
+def _layer_norm(device, small):
+    e, rows = (130, 24) if small else (4096, 8192)
+    return _module_case(torch.nn.LayerNorm(e), tnn.LayerNorm(e), (rows, e),
+                        {"out0": e, "x": e, "weight": rows, "bias": rows})
+
+
+def _transformer_encoder_layer(device, small):
+    """Pre-norm GELU encoder layer (batch_first, dropout off): output and every gradient."""
+    e, h, ff, length, n = (16, 2, 24, 7, 2) if small else (1024, 16, 4096, 512, 8)
+    options = dict(dropout=0.0, activation="gelu", batch_first=True, norm_first=True)
+    ours, theirs, leaves, _ = _module_case(torch.nn.TransformerEncoderLayer(e, h, ff, **options),
+                                           tnn.TransformerEncoderLayer(e, h, ff, **options), (n, length, e), {})
+    return ours, theirs, leaves, dict.fromkeys(["out0", *leaves], n * length + ff)
+
+
 CASES = [Case("Linear", _linear), Case("Conv2d", _conv2d), Case("BatchNorm2d", _batch_norm2d),
-         Case("MaxPool2d", _max_pool2d), Case("MultiheadAttention", _multihead_attention), Case("LSTM", _lstm)]
+         Case("MaxPool2d", _max_pool2d), Case("MultiheadAttention", _multihead_attention), Case("LSTM", _lstm),
+         Case("LayerNorm", _layer_norm), Case("TransformerEncoderLayer", _transformer_encoder_layer)]
 
 
 def run(device: str, small: bool) -> list[dict]:

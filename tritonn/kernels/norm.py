@@ -379,3 +379,195 @@ def batch_norm_backward_kernel(
                     dz = dz - mean_dz[None, :, None] - xmu * proj[None, :, None]
             dx = dz * scale[None, :, None]
             tl.store(dx_row + tl.cast(l, tl.int64) * stride_dxl, cast_to(dx, dx_ptr.dtype.element_ty), mask=mask)
+
+
+# ---------------------------------------------------------------- layer norm
+#
+# LayerNorm normalizes each row of an (M, N) contiguous view (N = the product of
+# normalized_shape). A program walks rows [row_start, row_end) in blocks of BLOCK_M
+# rows and each row in chunks of BLOCK_N columns; ONE_PASS (N <= BLOCK_N) keeps the
+# whole row in registers. Statistics are two-pass (mean, then the sum of squared
+# deviations) in float32 (float64 for float64), saved as ``stats`` (2, M): mean, rstd.
+# The backward writes grad_input and, per program, partial sums of dy * xhat and dy
+# over its rows into ``partial`` (2, programs, N), which ``column_sum`` reduces in a
+# fixed order: deterministic weight and bias gradients, no atomics.
+#
+# RESIDUAL fuses the transformer's residual add and dropout in front of the norm:
+# h = r + dropout(x) (Philox keep = rand(seed, flat offset) >= p, the mask of
+# ``rnn.dropout_kernel`` and ``residual_dropout_kernel``), written to ``h_ptr``, then
+# y = LayerNorm(h). Its backward (x_ptr = h) adds the gradient reaching h directly
+# (HAS_DH, pre-norm's residual stream) to the norm's, writes it as the residual's
+# gradient and, DROPOUT, the masked and scaled one as the sublayer output's.
+
+
+@triton.jit
+def _ln_rows(pid, M, ROWS_PER_PROGRAM, BLOCK_M: tl.constexpr):
+    row_start = pid.to(tl.int64) * ROWS_PER_PROGRAM
+    row_end = tl.minimum(row_start + ROWS_PER_PROGRAM, M)
+    return row_start, row_end
+
+
+@triton.jit
+def _ln_load(x_ptr, r_ptr, offs, mask, p, scale, seed, RESIDUAL: tl.constexpr, DROPOUT: tl.constexpr,
+             ACC: tl.constexpr):
+    """The row values normalized: x, or r + dropout(x) with RESIDUAL."""
+    x = tl.load(x_ptr + offs, mask=mask, other=0.0).to(ACC)
+    if RESIDUAL:
+        if DROPOUT:
+            keep = tl.rand(seed, offs.to(tl.int32)) >= p
+            x = tl.where(keep, x * scale, 0.0)
+        x = tl.load(r_ptr + offs, mask=mask, other=0.0).to(ACC) + x
+        # h is stored rounded to the input dtype, and normalized as stored (the backward reads it back)
+        x = cast_to(x, x_ptr.dtype.element_ty).to(ACC)
+    return x
+
+
+@triton.jit
+def layer_norm_forward_kernel(
+    x_ptr, r_ptr, h_ptr, y_ptr, w_ptr, b_ptr, stats_ptr,
+    M, N, ROWS_PER_PROGRAM, eps_hi, eps_lo, p, scale, seed,
+    HAS_WEIGHT: tl.constexpr, HAS_BIAS: tl.constexpr, RESIDUAL: tl.constexpr, DROPOUT: tl.constexpr,
+    ONE_PASS: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+):
+    ACC: tl.constexpr = tl.float64 if x_ptr.dtype.element_ty == tl.float64 else tl.float32
+    row_start, row_end = _ln_rows(tl.program_id(0), M, ROWS_PER_PROGRAM, BLOCK_M)
+    offs_m = tl.arange(0, BLOCK_M)
+    offs_n = tl.arange(0, BLOCK_N)
+    eps = tl.cast(eps_hi, ACC) + tl.cast(eps_lo, ACC)
+    inv_n = 1.0 / tl.cast(N, ACC)
+    for r in range(row_start, row_end, BLOCK_M):
+        rows = r + offs_m
+        mask_m = rows < row_end
+        row_off = (rows.to(tl.int64) * N)[:, None]
+        if ONE_PASS:
+            mask = mask_m[:, None] & (offs_n < N)[None, :]
+            offs = row_off + offs_n[None, :]
+            x = _ln_load(x_ptr, r_ptr, offs, mask, p, scale, seed, RESIDUAL, DROPOUT, ACC)
+            if RESIDUAL:
+                tl.store(h_ptr + offs, cast_to(x, h_ptr.dtype.element_ty), mask=mask)
+            mean = tl.sum(x, axis=1) * inv_n
+            xmu = tl.where(mask, x - mean[:, None], 0.0)
+            rstd = 1.0 / tl.sqrt(tl.sum(xmu * xmu, axis=1) * inv_n + eps)
+            y = xmu * rstd[:, None]
+            if HAS_WEIGHT:
+                y = y * tl.load(w_ptr + offs_n, mask=offs_n < N, other=0.0).to(ACC)[None, :]
+            if HAS_BIAS:
+                y = y + tl.load(b_ptr + offs_n, mask=offs_n < N, other=0.0).to(ACC)[None, :]
+            tl.store(y_ptr + offs, cast_to(y, y_ptr.dtype.element_ty), mask=mask)
+        else:
+            acc = tl.zeros((BLOCK_M,), dtype=ACC)
+            for n in range(0, N, BLOCK_N):
+                mask = mask_m[:, None] & (offs_n < N - n)[None, :]
+                offs = row_off + (n + offs_n)[None, :]
+                x = _ln_load(x_ptr, r_ptr, offs, mask, p, scale, seed, RESIDUAL, DROPOUT, ACC)
+                if RESIDUAL:
+                    tl.store(h_ptr + offs, cast_to(x, h_ptr.dtype.element_ty), mask=mask)
+                acc += tl.sum(x, axis=1)
+            mean = acc * inv_n
+            src_ptr = x_ptr
+            if RESIDUAL:
+                src_ptr = h_ptr  # later passes read h back (this program wrote it)
+                tl.debug_barrier()
+            acc = tl.zeros((BLOCK_M,), dtype=ACC)
+            for n in range(0, N, BLOCK_N):
+                mask = mask_m[:, None] & (offs_n < N - n)[None, :]
+                x = tl.load(src_ptr + row_off + (n + offs_n)[None, :], mask=mask, other=0.0).to(ACC)
+                xmu = tl.where(mask, x - mean[:, None], 0.0)
+                acc += tl.sum(xmu * xmu, axis=1)
+            rstd = 1.0 / tl.sqrt(acc * inv_n + eps)
+            for n in range(0, N, BLOCK_N):
+                cols = n + offs_n
+                mask_n = cols < N
+                mask = mask_m[:, None] & mask_n[None, :]
+                x = tl.load(src_ptr + row_off + cols[None, :], mask=mask, other=0.0).to(ACC)
+                y = (x - mean[:, None]) * rstd[:, None]
+                if HAS_WEIGHT:
+                    y = y * tl.load(w_ptr + cols, mask=mask_n, other=0.0).to(ACC)[None, :]
+                if HAS_BIAS:
+                    y = y + tl.load(b_ptr + cols, mask=mask_n, other=0.0).to(ACC)[None, :]
+                tl.store(y_ptr + row_off + cols[None, :], cast_to(y, y_ptr.dtype.element_ty), mask=mask)
+        tl.store(stats_ptr + rows, mean, mask=mask_m)
+        tl.store(stats_ptr + M + rows, rstd, mask=mask_m)
+
+
+@triton.jit
+def layer_norm_backward_kernel(
+    dy_ptr, x_ptr, w_ptr, stats_ptr, dx_ptr, partial_ptr, dh_ptr, dd_ptr,
+    M, N, ROWS_PER_PROGRAM, NUM_PROGRAMS, p, scale, seed,
+    HAS_WEIGHT: tl.constexpr, NEED_X: tl.constexpr, NEED_PARAMS: tl.constexpr, HAS_DH: tl.constexpr,
+    DROPOUT: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+):
+    """dx = rstd * (w dy - mean(w dy) - xhat * mean(w dy * xhat)) (+ dh) per row; partial
+    sums of dy * xhat (slot 0) and dy (slot 1) over this program's rows (``partial``
+    zeroed); DROPOUT: dd = dropout mask of dx, scaled."""
+    ACC: tl.constexpr = stats_ptr.dtype.element_ty
+    pid = tl.program_id(0)
+    row_start, row_end = _ln_rows(pid, M, ROWS_PER_PROGRAM, BLOCK_M)
+    offs_m = tl.arange(0, BLOCK_M)
+    offs_n = tl.arange(0, BLOCK_N)
+    inv_n = 1.0 / tl.cast(N, ACC)
+    pw_base = partial_ptr + pid.to(tl.int64) * N
+    pb_base = partial_ptr + (NUM_PROGRAMS + pid).to(tl.int64) * N
+    for r in range(row_start, row_end, BLOCK_M):
+        rows = r + offs_m
+        mask_m = rows < row_end
+        row_off = (rows.to(tl.int64) * N)[:, None]
+        mean = tl.load(stats_ptr + rows, mask=mask_m, other=0.0)
+        rstd = tl.load(stats_ptr + M + rows, mask=mask_m, other=0.0)
+        c1 = tl.zeros((BLOCK_M,), dtype=ACC)
+        c2 = tl.zeros((BLOCK_M,), dtype=ACC)
+        if NEED_X:
+            for n in range(0, N, BLOCK_N):
+                cols = n + offs_n
+                mask_n = cols < N
+                mask = mask_m[:, None] & mask_n[None, :]
+                x = tl.load(x_ptr + row_off + cols[None, :], mask=mask, other=0.0).to(ACC)
+                wdy = tl.load(dy_ptr + row_off + cols[None, :], mask=mask, other=0.0).to(ACC)
+                if HAS_WEIGHT:
+                    wdy = wdy * tl.load(w_ptr + cols, mask=mask_n, other=0.0).to(ACC)[None, :]
+                xhat = tl.where(mask, (x - mean[:, None]) * rstd[:, None], 0.0)
+                c1 += tl.sum(wdy * xhat, axis=1)
+                c2 += tl.sum(wdy, axis=1)
+            c1 = c1 * inv_n
+            c2 = c2 * inv_n
+        for n in range(0, N, BLOCK_N):
+            cols = n + offs_n
+            mask_n = cols < N
+            mask = mask_m[:, None] & mask_n[None, :]
+            offs = row_off + cols[None, :]
+            x = tl.load(x_ptr + offs, mask=mask, other=0.0).to(ACC)
+            dy = tl.load(dy_ptr + offs, mask=mask, other=0.0).to(ACC)
+            xhat = tl.where(mask, (x - mean[:, None]) * rstd[:, None], 0.0)
+            if NEED_X:
+                wdy = dy
+                if HAS_WEIGHT:
+                    wdy = dy * tl.load(w_ptr + cols, mask=mask_n, other=0.0).to(ACC)[None, :]
+                dx = (wdy - (xhat * c1[:, None] + c2[:, None])) * rstd[:, None]
+                if HAS_DH:
+                    dx += tl.load(dh_ptr + offs, mask=mask, other=0.0).to(ACC)
+                tl.store(dx_ptr + offs, cast_to(dx, dx_ptr.dtype.element_ty), mask=mask)
+                if DROPOUT:
+                    keep = tl.rand(seed, offs.to(tl.int32)) >= p
+                    tl.store(dd_ptr + offs, cast_to(tl.where(keep, dx * scale, 0.0), dd_ptr.dtype.element_ty),
+                             mask=mask)
+            if NEED_PARAMS:
+                pw = tl.load(pw_base + cols, mask=mask_n, other=0.0)
+                pb = tl.load(pb_base + cols, mask=mask_n, other=0.0)
+                tl.store(pw_base + cols, pw + tl.sum(dy * xhat, axis=0), mask=mask_n)
+                tl.store(pb_base + cols, pb + tl.sum(dy, axis=0), mask=mask_n)
+
+
+@triton.jit
+def residual_dropout_kernel(r_ptr, x_ptr, out_ptr, n, p, scale, seed, DROPOUT: tl.constexpr, BLOCK: tl.constexpr):
+    """out = r + x * keep / (1 - p) over n contiguous elements (keep = Philox uniform >= p,
+    the mask ``tritonn.kernels.rnn.dropout_kernel`` draws for the same seed and offsets,
+    so the backward of x is that kernel on the gradient); out = r + x without DROPOUT."""
+    offs = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
+    mask = offs < n
+    ACC: tl.constexpr = tl.float64 if out_ptr.dtype.element_ty == tl.float64 else tl.float32
+    x = tl.load(x_ptr + offs, mask=mask, other=0.0).to(ACC)
+    if DROPOUT:
+        keep = tl.rand(seed, offs.to(tl.int32)) >= p
+        x = tl.where(keep, x * scale, 0.0)
+    r = tl.load(r_ptr + offs, mask=mask, other=0.0).to(ACC)
+    tl.store(out_ptr + offs, cast_to(r + x, out_ptr.dtype.element_ty), mask=mask)

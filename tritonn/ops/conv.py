@@ -404,8 +404,11 @@ def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, 
     """
     act = activation_name(activation)
     geo = geometry(weight, stride, padding, dilation, groups, padding_mode)
+    triton_path = runtime.runs_on_triton(input, weight, bias)
+    if triton_path:  # autocast first, as torch does: a bf16 input meets an fp32 weight there
+        input, weight, bias = runtime.autocast(input, weight, bias)
     check_conv2d(input, weight, bias, geo)
-    if not runtime.runs_on_triton(input, weight, bias):
+    if not triton_path:
         runtime.fallback("conv2d", input, weight, bias)
         pt, pb, pl, pr = geo.padding
         if padding_mode != "zeros":
@@ -415,7 +418,6 @@ def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, 
             input = F.pad(input, (0, pr - pl, 0, pb - pt))
         y = F.conv2d(input, weight, bias, geo.stride, (pt, pl), geo.dilation, groups)
         return torch_activation(y, act)
-    input, weight, bias = runtime.autocast(input, weight, bias)
     if input.dtype not in _FLOATING:
         raise NotImplementedError(
             f"tritonn conv2d: expected a floating dtype (float16, bfloat16, float32, float64), got {input.dtype}")

@@ -141,11 +141,13 @@ def linear(
     Follows ``torch.autocast`` like ``nn.Linear``.
     """
     act = activation_name(activation)
+    triton_path = runtime.runs_on_triton(input, weight, bias)
+    if triton_path:  # autocast first, as torch does: a bf16 input meets an fp32 weight there
+        input, weight, bias = runtime.autocast(input, weight, bias)
     _check_linear(input, weight, bias)
-    if not runtime.runs_on_triton(input, weight, bias):
+    if not triton_path:
         runtime.fallback("linear", input, weight, bias)
         return torch_activation(F.linear(input, weight, bias), act)
-    input, weight, bias = runtime.autocast(input, weight, bias)
     if input.dtype not in _FLOATING:
         raise NotImplementedError(
             f"tritonn linear: expected a floating dtype (float16, bfloat16, float32, float64), got {input.dtype}"

@@ -1,0 +1,87 @@
+"""LayerNorm and TransformerEncoderLayer, tritonn against torch (eager, and
+torch.compile on a GPU), bf16.
+
+* LayerNorm at LLM row sizes (8192 tokens x 2048 / 4096 / 8192 features): memory-bound,
+  ``bytes`` = what a fused LayerNorm must move (forward: read x, write y; backward:
+  read x and dy, write dx), ``gbps`` to hold against copy bandwidth.
+* TransformerEncoderLayer d_model 1024, 16 heads, feed-forward 4096, sequence 2048,
+  batch 8, batch_first, dropout 0.1, training mode: forward (no grad) and
+  forward+backward (grads of the input and every parameter). ``flops`` counts the
+  GEMMs (4 d^2 + 2 d ff per token, x2) and attention (4 S d per token), x3 with backward.
+On the CPU the same cases run tiny through the interpreter: a smoke test of the code.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import tritonn
+from timing import on_gpu
+
+MODES = ("forward", "forward+backward")
+IMPLS = ("torch", "torch.compile", "tritonn") if on_gpu() else ("torch", "tritonn")
+if on_gpu():
+    LN_SHAPES = ((8192, 2048), (8192, 4096), (8192, 8192))
+    ENC = dict(d=1024, h=16, ff=4096, seq=2048, batch=8)
+else:
+    LN_SHAPES = ((16, 130),)
+    ENC = dict(d=16, h=2, ff=24, seq=7, batch=2)
+DTYPE = torch.bfloat16
+
+
+def _maybe_compile(module, impl):
+    return torch.compile(module) if impl == "torch.compile" else module
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("shape", LN_SHAPES, ids=lambda s: "x".join(map(str, s)))
+def test_layer_norm(measure, device, shape, mode, impl):
+    torch.manual_seed(0)
+    cls = tritonn.LayerNorm if impl == "tritonn" else torch.nn.LayerNorm
+    layer = cls(shape[1], device=device, dtype=DTYPE)
+    fn = _maybe_compile(layer, impl)
+    x = torch.randn(shape, device=device, dtype=DTYPE)
+    n = shape[0] * shape[1] * DTYPE.itemsize
+    if mode == "forward":
+        def step():
+            with torch.no_grad():
+                return fn(x)
+        moved = 2 * n
+    else:
+        x.requires_grad_(True)
+        g = torch.randn(shape, device=device, dtype=DTYPE)
+
+        def step():
+            return torch.autograd.grad(fn(x), (x, layer.weight, layer.bias), g)
+        moved = 5 * n
+    measure(step, impl=impl, case="layer_norm", shape="x".join(map(str, shape)), dtype="bf16", mode=mode,
+            bytes=moved)
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+@pytest.mark.parametrize("mode", MODES)
+def test_encoder_layer(measure, device, mode, impl):
+    torch.manual_seed(0)
+    d, h, ff, seq, batch = (ENC[k] for k in ("d", "h", "ff", "seq", "batch"))
+    cls = tritonn.TransformerEncoderLayer if impl == "tritonn" else torch.nn.TransformerEncoderLayer
+    layer = cls(d, h, ff, dropout=0.1, batch_first=True, device=device, dtype=DTYPE).train()
+    fn = _maybe_compile(layer, impl)
+    x = torch.randn(batch, seq, d, device=device, dtype=DTYPE)
+    tokens = batch * seq
+    flops = tokens * 2 * (4 * d * d + 2 * d * ff) + tokens * 4 * seq * d
+    if mode == "forward":
+        def step():
+            with torch.no_grad():
+                return fn(x)
+    else:
+        x.requires_grad_(True)
+        g = torch.randn_like(x)
+        params = [x, *layer.parameters()]
+
+        def step():
+            return torch.autograd.grad(fn(x), params, g)
+        flops *= 3
+    measure(step, impl=impl, case="encoder_layer", shape=f"d{d}-h{h}-ff{ff}-s{seq}-b{batch}", dtype="bf16",
+            mode=mode, flops=flops)

@@ -1,0 +1,307 @@
+"""tritonn's Transformer family against torch's in float64.
+
+Every case compares the output and the gradients of the inputs and of every
+parameter (tritonn.testing's rule), the tritonn module loaded with the torch
+module's state_dict and both called through torch.func.functional_call.
+"""
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import tritonn
+import tritonn.functional as TF
+
+from .helpers import GLUE_OPS, _Watch, compare, no_native_compute
+
+F64 = torch.float64
+E, H, FF = 16, 2, 24
+
+
+def _custom_act(x):  # not fused: applied as given
+    return x * torch.sigmoid(x)
+
+
+def _pair(torch_cls, tritonn_cls, *args, **kwargs):
+    ref = torch_cls(*args, **kwargs)
+    ours = tritonn_cls(*args, **kwargs)
+    ours.load_state_dict(ref.state_dict())
+    return ours, ref
+
+
+def _compare_modules(ours, ref, inputs: dict, call, dtype=torch.float32, reduction=32):
+    """inputs: name -> float64 tensor (leaves; floating ones with grad unless a mask);
+    call(module, **inputs) -> output."""
+    names = [n for n, _ in ref.named_parameters()]
+    leaves = dict(inputs)
+    leaves.update({"p_" + n.replace(".", "_"): p.detach().double().requires_grad_() for n, p in ref.named_parameters()})
+
+    def make(mod):
+        def f(**kw):
+            dt = next(v.dtype for k, v in kw.items() if k.startswith("p_"))
+            mod.to(dt)
+            params = {n: kw["p_" + n.replace(".", "_")] for n in names}
+            ins = {k: v for k, v in kw.items() if not k.startswith("p_")}
+            return torch.func.functional_call(mod, params, (), ins) if False else _call(mod, params, ins)
+        return f
+
+    def _call(mod, params, ins):
+        class Wrap(torch.nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.m = mod
+
+            def forward(self, **kw):
+                return call(self.m, **kw)
+        return torch.func.functional_call(Wrap(), {"m." + n: p for n, p in params.items()}, (), ins)
+
+    red = {k: reduction for k in leaves} | {"out0": reduction}
+    return compare(make(ours), make(ref), leaves, dtype, "cpu", reductions=red)
+
+
+def _x(*shape):
+    return torch.randn(*shape, dtype=F64).requires_grad_()
+
+
+def _enc_call(m, src, mask=None, kpm=None, is_causal=False):
+    return m(src, src_mask=mask, src_key_padding_mask=kpm, is_causal=is_causal)
+
+
+ACTIVATIONS = ["relu", "gelu", F.relu, F.gelu, _custom_act]
+
+
+@pytest.mark.parametrize("norm_first", [False, True])
+@pytest.mark.parametrize("activation", ACTIVATIONS, ids=["relu", "gelu", "F.relu", "F.gelu", "custom"])
+def test_encoder_layer_activations(norm_first, activation):
+    ours, ref = _pair(torch.nn.TransformerEncoderLayer, tritonn.TransformerEncoderLayer, E, H, FF, dropout=0.0,
+                      activation=activation, norm_first=norm_first, batch_first=True)
+    _compare_modules(ours, ref, {"src": _x(2, 5, E)}, _enc_call)
+
+
+@pytest.mark.parametrize("norm_first", [False, True])
+@pytest.mark.parametrize("batch_first", [False, True])
+def test_encoder_layer_masks_bias_free(norm_first, batch_first):
+    S = 7
+    ours, ref = _pair(torch.nn.TransformerEncoderLayer, tritonn.TransformerEncoderLayer, E, H, 12, dropout=0.0,
+                      norm_first=norm_first, batch_first=batch_first, bias=False, layer_norm_eps=1e-4)
+    src = _x(2, S, E) if batch_first else _x(S, 2, E)
+    mask = torch.randn(S, S, dtype=F64)
+    kpm = torch.zeros(2, S, dtype=torch.bool)
+    kpm[0, -2:] = True
+    _compare_modules(ours, ref, {"src": src, "mask": mask, "kpm": kpm}, _enc_call)
+
+
+@pytest.mark.parametrize("norm_first", [False, True])
+def test_encoder_layer_causal_and_unbatched(norm_first):
+    S = 3
+    ours, ref = _pair(torch.nn.TransformerEncoderLayer, tritonn.TransformerEncoderLayer, E, H, FF, dropout=0.0,
+                      norm_first=norm_first)
+    mask = torch.nn.Transformer.generate_square_subsequent_mask(S, dtype=F64)
+    _compare_modules(ours, ref, {"src": _x(S, 2, E), "mask": mask},
+                     lambda m, src, mask: _enc_call(m, src, mask, is_causal=True))
+    _compare_modules(ours, ref, {"src": _x(5, E)}, _enc_call)
+
+
+def _dec_call(m, tgt, memory, tgt_mask=None, memory_mask=None, tkpm=None, mkpm=None, tgt_is_causal=False):
+    return m(tgt, memory, tgt_mask=tgt_mask, memory_mask=memory_mask, tgt_key_padding_mask=tkpm,
+             memory_key_padding_mask=mkpm, tgt_is_causal=tgt_is_causal)
+
+
+@pytest.mark.parametrize("norm_first", [False, True])
+@pytest.mark.parametrize("batch_first", [False, True])
+def test_decoder_layer(norm_first, batch_first):
+    T, S = 5, 3
+    ours, ref = _pair(torch.nn.TransformerDecoderLayer, tritonn.TransformerDecoderLayer, E, H, FF, dropout=0.0,
+                      norm_first=norm_first, batch_first=batch_first, activation="gelu")
+    shape = (lambda L: (2, L, E)) if batch_first else (lambda L: (L, 2, E))
+    tgt_mask = torch.nn.Transformer.generate_square_subsequent_mask(T, dtype=F64)
+    mkpm = torch.zeros(2, S, dtype=torch.bool)
+    mkpm[1, -1] = True
+    inputs = {"tgt": _x(*shape(T)), "memory": _x(*shape(S)), "tgt_mask": tgt_mask,
+              "memory_mask": torch.randn(T, S, dtype=F64), "mkpm": mkpm}
+    _compare_modules(ours, ref, inputs, lambda m, **kw: _dec_call(m, **kw, tgt_is_causal=True))
+
+
+def test_decoder_layer_unbatched_custom_activation():
+    ours, ref = _pair(torch.nn.TransformerDecoderLayer, tritonn.TransformerDecoderLayer, E, H, FF, dropout=0.0,
+                      activation=_custom_act, bias=False)
+    _compare_modules(ours, ref, {"tgt": _x(4, E), "memory": _x(3, E)}, _dec_call)
+
+
+def test_encoder_stack_from_torch_layer():
+    layer = torch.nn.TransformerEncoderLayer(E, H, FF, dropout=0.0, norm_first=True)
+    norm = torch.nn.LayerNorm(E)
+    ref = torch.nn.TransformerEncoder(layer, 2, norm, enable_nested_tensor=False)
+    ours = tritonn.TransformerEncoder(layer, 2, norm)
+    assert type(layer) is torch.nn.TransformerEncoderLayer and type(norm) is torch.nn.LayerNorm  # untouched
+    assert all(type(m) is tritonn.TransformerEncoderLayer for m in ours.layers)
+    assert type(ours.norm) is tritonn.LayerNorm and type(ours.layers[0].linear1) is tritonn.Linear
+    ours.load_state_dict(ref.state_dict())
+    S = 5
+    kpm = torch.zeros(2, S, dtype=torch.bool)
+    kpm[1, 0] = True
+    _compare_modules(ours, ref, {"src": _x(S, 2, E), "src_key_padding_mask": kpm},
+                     lambda m, src, src_key_padding_mask: m(src, src_key_padding_mask=src_key_padding_mask))
+
+
+def test_decoder_stack_from_torch_layer():
+    layer = torch.nn.TransformerDecoderLayer(E, H, FF, dropout=0.0, batch_first=True)
+    ref = torch.nn.TransformerDecoder(layer, 2, torch.nn.LayerNorm(E))
+    ours = tritonn.TransformerDecoder(layer, 2, torch.nn.LayerNorm(E))
+    ours.load_state_dict(ref.state_dict())
+    T = 5
+    mask = torch.nn.Transformer.generate_square_subsequent_mask(T, dtype=F64)
+    _compare_modules(ours, ref, {"tgt": _x(2, T, E), "memory": _x(2, 3, E), "tgt_mask": mask},
+                     lambda m, tgt, memory, tgt_mask: m(tgt, memory, tgt_mask=tgt_mask, tgt_is_causal=True))
+
+
+def test_transformer_full():
+    kw = dict(d_model=E, nhead=H, num_encoder_layers=2, num_decoder_layers=1, dim_feedforward=FF, dropout=0.0,
+              batch_first=True)
+    ours, ref = _pair(torch.nn.Transformer, tritonn.Transformer, **kw)
+    assert ours.state_dict().keys() == ref.state_dict().keys()
+    assert type(ours.encoder) is tritonn.TransformerEncoder and type(ours.decoder.norm) is tritonn.LayerNorm
+    T = 3
+    mask = tritonn.Transformer.generate_square_subsequent_mask(T, dtype=F64)
+    _compare_modules(ours, ref, {"src": _x(2, 5, E), "tgt": _x(2, T, E), "tgt_mask": mask},
+                     lambda m, src, tgt, tgt_mask: m(src, tgt, tgt_mask=tgt_mask), reduction=64)
+
+
+def test_transformer_custom_encoder_decoder():
+    enc = torch.nn.TransformerEncoder(torch.nn.TransformerEncoderLayer(E, H, FF, dropout=0.0), 1)
+    dec = torch.nn.TransformerDecoder(torch.nn.TransformerDecoderLayer(E, H, FF, dropout=0.0, norm_first=True), 1,
+                                      torch.nn.LayerNorm(E))
+    ref = torch.nn.Transformer(E, H, custom_encoder=enc, custom_decoder=dec)
+    ours = tritonn.Transformer(E, H, custom_encoder=enc, custom_decoder=dec)
+    assert type(enc.layers[0]) is torch.nn.TransformerEncoderLayer  # the caller's modules stay torch
+    assert type(ours.encoder.layers[0].self_attn) is tritonn.MultiheadAttention
+    ours.load_state_dict(ref.state_dict())
+    _compare_modules(ours, ref, {"src": _x(4, 2, E), "tgt": _x(3, 2, E)}, lambda m, src, tgt: m(src, tgt),
+                     reduction=64)
+
+
+def test_modules_like_torch():
+    ref = torch.nn.TransformerEncoderLayer(E, H, FF, activation="gelu")
+    ours = tritonn.TransformerEncoderLayer(E, H, FF, activation="gelu")
+    assert isinstance(ours, torch.nn.TransformerEncoderLayer)
+    assert ours.state_dict().keys() == ref.state_dict().keys()
+    assert [n for n, _ in ours.named_modules()] == [n for n, _ in ref.named_modules()]
+    assert type(ours.norm1) is tritonn.LayerNorm and type(ours.self_attn) is tritonn.MultiheadAttention
+    assert type(ours.dropout) is tritonn.Dropout
+    copied = tritonn.TransformerEncoderLayer.from_torch(ref)
+    assert type(ref.linear1) is torch.nn.Linear and type(copied.linear1) is tritonn.Linear
+    assert torch.equal(copied.linear1.weight, ref.linear1.weight)
+
+
+def test_never_takes_torch_fast_path(monkeypatch):
+    def boom(*a, **k):
+        raise AssertionError("torch fast path taken")
+
+    monkeypatch.setattr(torch, "_transformer_encoder_layer_fwd", boom)
+    ref = torch.nn.TransformerEncoderLayer(E, H, FF, batch_first=True).eval()
+    ours = tritonn.TransformerEncoderLayer(E, H, FF, batch_first=True).eval()
+    ours.load_state_dict(ref.state_dict())
+    x = torch.randn(2, 5, E)
+    with torch.no_grad():
+        y = ours(x)
+        enc = tritonn.TransformerEncoder(ours, 2).eval()
+        enc(x)
+    monkeypatch.undo()
+    with torch.no_grad():
+        torch.testing.assert_close(y, ref(x), atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("norm_first", [False, True])
+def test_encoder_layer_no_native_compute(norm_first):
+    m = tritonn.TransformerEncoderLayer(E, H, FF, dropout=0.0, batch_first=True, norm_first=norm_first,
+                                        activation="gelu")
+    x = torch.randn(2, 5, E, requires_grad=True)
+    g = torch.randn(2, 5, E)
+    with no_native_compute():
+        m(x).backward(g)
+    m = tritonn.TransformerDecoderLayer(E, H, FF, dropout=0.0, norm_first=norm_first, batch_first=True)
+    memory = torch.randn(2, 3, E)
+    with _Watch() as watch:
+        m(x, memory).backward(g)
+    # the cross-attention's separate q and kv projections slice in_proj_weight (MultiheadAttention's own
+    # backward: slice_backward + add); nothing else
+    assert set(watch.ops) - GLUE_OPS <= {"slice_backward", "add", "add_"}
+
+
+def test_encoder_layer_dropout_no_native_compute():
+    """With dropout: only the seed draws (randint, .item()) besides glue."""
+    m = tritonn.TransformerEncoderLayer(E, H, FF, dropout=0.25)
+    x = torch.randn(5, 2, E, requires_grad=True)
+    g = torch.randn(5, 2, E)
+    with _Watch() as watch:
+        m(x).backward(g)
+    assert set(watch.ops) - GLUE_OPS <= {"randint", "_local_scalar_dense"}
+
+
+# ---------------------------------------------------------------- dropout
+
+
+def test_dropout_train_eval_and_statistics():
+    p = 0.3
+    x = torch.randn(64, 257, requires_grad=True)
+    assert TF.dropout(x, p, training=False) is x
+    torch.manual_seed(1)
+    y = TF.dropout(x, p)
+    torch.manual_seed(1)
+    assert torch.equal(y, TF.dropout(x, p))  # torch's generator picks the seed
+    kept = y != 0
+    frac = 1 - kept.double().mean().item()
+    assert abs(frac - p) < 4 * (p * (1 - p) / x.numel()) ** 0.5
+    torch.testing.assert_close(y[kept], x[kept] / (1 - p))
+    g = torch.randn_like(x)
+    y.backward(g)
+    torch.testing.assert_close(x.grad, torch.where(kept, g / (1 - p), torch.zeros_like(g)))
+    assert (TF.dropout(x, 1.0) == 0).all()
+    with pytest.raises(ValueError):
+        TF.dropout(x, 1.5)
+
+
+def test_encoder_layer_dropout_train_eval():
+    ref = torch.nn.TransformerEncoderLayer(E, H, FF, dropout=0.5)
+    ours = tritonn.TransformerEncoderLayer(E, H, FF, dropout=0.5)
+    ours.load_state_dict(ref.state_dict())
+    x = torch.randn(5, 2, E)
+    y1, y2 = ours(x), ours(x)
+    assert not torch.equal(y1, y2)  # fresh masks each call
+    torch.manual_seed(3)
+    a = ours(x)
+    torch.manual_seed(3)
+    assert torch.equal(a, ours(x))
+    ours.eval()
+    ref.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(ours(x), ref(x), atol=1e-5, rtol=1e-5)
+
+
+def test_residual_dropout_statistics_and_grads():
+    from tritonn.ops.dropout import residual_dropout
+
+    p = 0.25
+    r = torch.randn(40, 101, requires_grad=True)
+    x = torch.randn(40, 101, requires_grad=True)
+    y = residual_dropout(r, x, p, True)
+    d = y.detach() - r.detach()
+    kept = d != 0
+    assert abs((1 - kept.double().mean().item()) - p) < 4 * (p * (1 - p) / x.numel()) ** 0.5
+    torch.testing.assert_close(d[kept], x.detach()[kept] / (1 - p))
+    g = torch.randn_like(y)
+    y.backward(g)
+    torch.testing.assert_close(r.grad, g)
+    torch.testing.assert_close(x.grad, torch.where(kept, g / (1 - p), torch.zeros_like(g)))
+
+
+def test_encoder_layer_under_autocast_matches_torch_dtype(device):
+    torch.manual_seed(0)
+    theirs = torch.nn.TransformerEncoderLayer(8, 2, 16, dropout=0.0).to(device)
+    ours = tritonn.TransformerEncoderLayer(8, 2, 16, dropout=0.0).to(device)
+    ours.load_state_dict(theirs.state_dict())
+    x = torch.randn(5, 2, 8, device=device)
+    with torch.autocast(device_type=device, dtype=torch.bfloat16):
+        y, y_ref = ours(x), theirs(x)
+    assert y.dtype == y_ref.dtype
+    assert torch.allclose(y.float(), y_ref.float(), atol=0.1)

@@ -1,0 +1,122 @@
+"""Dropout on Triton (Philox): ``dropout`` and ``residual_dropout`` (r + dropout(x)).
+
+The mask comes from ``tritonn.kernels.rnn.dropout_kernel`` (shared with the LSTM's
+between-layer dropout; reused, not copied): keep = Philox uniform(seed, offset) >= p,
+with a fresh seed per call drawn from torch's generator (``torch.manual_seed``
+reproduces it). The backward re-draws the same mask from the seed: nothing is saved.
+"""
+
+from __future__ import annotations
+
+import torch
+import triton
+
+from .. import runtime
+from ..kernels.norm import residual_dropout_kernel
+from ..kernels.rnn import dropout_kernel
+from .attention import new_seed
+from .autograd import first_order
+
+BLOCK = 1024
+
+
+def _check_p(p: float) -> None:
+    if p < 0.0 or p > 1.0:
+        raise ValueError(f"dropout probability has to be between 0 and 1, but got {p}")
+
+
+def _scale(p: float) -> float:
+    return 0.0 if p >= 1.0 else 1.0 / (1.0 - p)
+
+
+def _apply_mask(x: torch.Tensor, p: float, seed: int) -> torch.Tensor:
+    x = x.contiguous()
+    out = runtime.empty(x.shape, dtype=x.dtype, device=x.device)
+    n = x.numel()
+    if n:
+        dropout_kernel[(triton.cdiv(n, BLOCK),)](x, out, n, float(p), _scale(p), seed, BLOCK=BLOCK)
+    return out
+
+
+class DropoutFunction(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, p, seed):
+        ctx.p, ctx.seed = p, seed
+        return _apply_mask(x, p, seed)
+
+    @staticmethod
+    @first_order("dropout")
+    def backward(ctx, dy):
+        return _apply_mask(dy, ctx.p, ctx.seed), None, None
+
+
+class ResidualDropoutFunction(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, r, x, p, seed):
+        ctx.p, ctx.seed = p, seed
+        r, x = r.contiguous(), x.contiguous()
+        out = runtime.empty(r.shape, dtype=r.dtype, device=r.device)
+        n = r.numel()
+        if n:
+            residual_dropout_kernel[(triton.cdiv(n, BLOCK),)](
+                r, x, out, n, float(p), _scale(p), seed if p > 0 else 0, DROPOUT=p > 0, BLOCK=BLOCK)
+        return out
+
+    @staticmethod
+    @first_order("residual_dropout")
+    def backward(ctx, dy):
+        dx = _apply_mask(dy, ctx.p, ctx.seed) if ctx.p > 0 and ctx.needs_input_grad[1] else dy
+        return dy, dx, None, None
+
+
+def dropout(input: torch.Tensor, p: float = 0.5, training: bool = True, inplace: bool = False) -> torch.Tensor:
+    """:func:`torch.nn.functional.dropout` on Triton (``inplace`` computes out of place)."""
+    _check_p(p)
+    if not training or p == 0.0:
+        return input
+    if not runtime.runs_on_triton(input):
+        runtime.fallback("dropout", input)
+        return torch.nn.functional.dropout(input, p, training, inplace)
+    return DropoutFunction.apply(input, float(p), new_seed(p))
+
+
+def residual_dropout(residual: torch.Tensor, x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
+    """residual + dropout(x, p, training), one kernel; shapes and dtypes must match."""
+    _check_p(p)
+    p = float(p) if training else 0.0
+    if x.shape != residual.shape or x.dtype != residual.dtype:
+        raise ValueError(f"residual_dropout: expected x like the residual {tuple(residual.shape)} {residual.dtype}, "
+                         f"got {tuple(x.shape)} {x.dtype}")
+    if not runtime.runs_on_triton(residual, x):
+        runtime.fallback("residual_dropout", residual, x)
+        return residual + torch.nn.functional.dropout(x, p, p > 0)
+    return ResidualDropoutFunction.apply(residual, x, p, new_seed(p))
+
+
+def _add(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    return ResidualDropoutFunction.forward(_NoCtx(), a, b.to(a.dtype), 0.0, 0)
+
+
+class _NoCtx:
+    pass
+
+
+class ForkFunction(torch.autograd.Function):
+    """Two aliases of x whose gradients are summed by a Triton kernel (autograd would
+    sum them natively where x feeds both a residual and a sublayer)."""
+
+    @staticmethod
+    def forward(ctx, x):
+        return x.view_as(x), x.view_as(x)
+
+    @staticmethod
+    @first_order("fork")
+    def backward(ctx, ga, gb):
+        return _add(ga, gb)
+
+
+def fork(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(x, x) for a residual branch point; the backward sums the two gradients in Triton."""
+    if torch.is_grad_enabled() and x.requires_grad and runtime.runs_on_triton(x):
+        return ForkFunction.apply(x)
+    return x, x
