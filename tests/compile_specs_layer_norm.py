@@ -57,5 +57,5 @@ def layer_norm_specs():
     yield fwd(typical, full=False, aligned=False)
     yield bwd(typical, full=False, aligned=False)
     for dtype, dropout in itertools.product(("bf16", "fp32"), (True, False)):
-        yield ("norm", "residual_dropout_kernel", {"r_ptr": dtype, "x_ptr": dtype, "out_ptr": dtype},
+        yield ("dropout", "residual_dropout_kernel", {"r_ptr": dtype, "x_ptr": dtype, "out_ptr": dtype},
                dict(DROPOUT=dropout, BLOCK=BLOCK), 90 if dtype == "bf16" else 80, 4, 1, True)

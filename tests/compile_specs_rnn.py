@@ -13,7 +13,8 @@ FLAG_SETS = (dict(REVERSE=False, PACKED=False, PERM=False, PROJ=False),
 
 def rnn_specs():
     from tritonn.kernels import rnn
-    from tritonn.ops.lstm import DROPOUT_BLOCK, GPU_BLOCKS, NUM_WARPS
+    from tritonn.ops.dropout import BLOCK as DROPOUT_BLOCK
+    from tritonn.ops.lstm import GPU_BLOCKS, NUM_WARPS
 
     from .compile_tier import ARCHS, _unwrap
 
@@ -30,5 +31,5 @@ def rnn_specs():
             yield ("rnn", kernel, pointers(kernel, dtype, workspace), constexprs, arch, NUM_WARPS, 1,
                    not flags["PACKED"])
     for (dtype, _, _), arch in itertools.product(RNN_DTYPES, ARCHS):
-        yield ("rnn", "dropout_kernel", {"x_ptr": dtype, "out_ptr": dtype}, dict(BLOCK=DROPOUT_BLOCK), arch, 4, 1,
+        yield ("dropout", "dropout_kernel", {"x_ptr": dtype, "out_ptr": dtype}, dict(BLOCK=DROPOUT_BLOCK), arch, 4, 1,
                True)

@@ -8,7 +8,7 @@ from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence
 
 import tritonn
 import tritonn.functional as TF
-from tritonn.ops.lstm import _dropout
+from tritonn.ops.dropout import apply_dropout_mask
 
 from .helpers import GLUE_OPS, _Watch, compare, no_native_compute
 
@@ -170,13 +170,13 @@ def test_float16_and_bfloat16_on_gpu(device):
 
 def test_dropout_mask_statistics(device):
     x = torch.ones(200, 100, device=device)
-    y = _dropout(x, 0.3, 1234)
+    y = apply_dropout_mask(x, 0.3, 1234)
     kept = y != 0
     assert abs(kept.float().mean().item() - 0.7) < 0.02
     torch.testing.assert_close(y[kept], torch.full_like(y[kept], 1 / 0.7))
-    assert torch.equal(_dropout(x, 0.3, 1234), y)  # same seed, same mask
-    assert not torch.equal(_dropout(x, 0.3, 1235), y)
-    assert (_dropout(x, 1.0, 7) == 0).all()
+    assert torch.equal(apply_dropout_mask(x, 0.3, 1234), y)  # same seed, same mask
+    assert not torch.equal(apply_dropout_mask(x, 0.3, 1235), y)
+    assert (apply_dropout_mask(x, 1.0, 7) == 0).all()
 
 
 def test_dropout_train_vs_eval(device):

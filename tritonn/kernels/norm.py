@@ -32,6 +32,7 @@ import triton.language as tl
 
 from .activations import activation_grad, apply_activation
 from .common import cast_to
+from .dropout import keep_mask
 
 
 @triton.jit
@@ -394,7 +395,7 @@ def batch_norm_backward_kernel(
 #
 # RESIDUAL fuses the transformer's residual add and dropout in front of the norm:
 # h = r + dropout(x) (Philox keep = rand(seed, flat offset) >= p, the mask of
-# ``rnn.dropout_kernel`` and ``residual_dropout_kernel``), written to ``h_ptr``, then
+# ``kernels.dropout``), written to ``h_ptr``, then
 # y = LayerNorm(h). Its backward (x_ptr = h) adds the gradient reaching h directly
 # (HAS_DH, pre-norm's residual stream) to the norm's, writes it as the residual's
 # gradient and, DROPOUT, the masked and scaled one as the sublayer output's.
@@ -414,7 +415,7 @@ def _ln_load(x_ptr, r_ptr, offs, mask, p, scale, seed, RESIDUAL: tl.constexpr, D
     x = tl.load(x_ptr + offs, mask=mask, other=0.0).to(ACC)
     if RESIDUAL:
         if DROPOUT:
-            keep = tl.rand(seed, offs.to(tl.int32)) >= p
+            keep = keep_mask(seed, offs, p)
             x = tl.where(keep, x * scale, 0.0)
         x = tl.load(r_ptr + offs, mask=mask, other=0.0).to(ACC) + x
         # h is stored rounded to the input dtype, and normalized as stored (the backward reads it back)
@@ -547,7 +548,7 @@ def layer_norm_backward_kernel(
                     dx += tl.load(dh_ptr + offs, mask=mask, other=0.0).to(ACC)
                 tl.store(dx_ptr + offs, cast_to(dx, dx_ptr.dtype.element_ty), mask=mask)
                 if DROPOUT:
-                    keep = tl.rand(seed, offs.to(tl.int32)) >= p
+                    keep = keep_mask(seed, offs, p)
                     tl.store(dd_ptr + offs, cast_to(tl.where(keep, dx * scale, 0.0), dd_ptr.dtype.element_ty),
                              mask=mask)
             if NEED_PARAMS:
@@ -556,18 +557,3 @@ def layer_norm_backward_kernel(
                 tl.store(pw_base + cols, pw + tl.sum(dy * xhat, axis=0), mask=mask_n)
                 tl.store(pb_base + cols, pb + tl.sum(dy, axis=0), mask=mask_n)
 
-
-@triton.jit
-def residual_dropout_kernel(r_ptr, x_ptr, out_ptr, n, p, scale, seed, DROPOUT: tl.constexpr, BLOCK: tl.constexpr):
-    """out = r + x * keep / (1 - p) over n contiguous elements (keep = Philox uniform >= p,
-    the mask ``tritonn.kernels.rnn.dropout_kernel`` draws for the same seed and offsets,
-    so the backward of x is that kernel on the gradient); out = r + x without DROPOUT."""
-    offs = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
-    mask = offs < n
-    ACC: tl.constexpr = tl.float64 if out_ptr.dtype.element_ty == tl.float64 else tl.float32
-    x = tl.load(x_ptr + offs, mask=mask, other=0.0).to(ACC)
-    if DROPOUT:
-        keep = tl.rand(seed, offs.to(tl.int32)) >= p
-        x = tl.where(keep, x * scale, 0.0)
-    r = tl.load(r_ptr + offs, mask=mask, other=0.0).to(ACC)
-    tl.store(out_ptr + offs, cast_to(r + x, out_ptr.dtype.element_ty), mask=mask)

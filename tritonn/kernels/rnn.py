@@ -332,15 +332,3 @@ def lstm_backward_kernel(
                      mask=first[:, None] & mp[None, :])
         tl.debug_barrier()
 
-
-@triton.jit
-def dropout_kernel(x_ptr, out_ptr, n, p, scale, seed, BLOCK: tl.constexpr):
-    """out = x * keep / (1 - p) over n contiguous elements, keep = (Philox uniform >= p);
-    the same seed gives the same mask (forward and backward)."""
-    offs = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
-    mask = offs < n
-    ACC: tl.constexpr = tl.float64 if x_ptr.dtype.element_ty == tl.float64 else tl.float32
-    x = tl.load(x_ptr + offs, mask=mask, other=0.0).to(ACC)
-    keep = tl.rand(seed, offs.to(tl.int32)) >= p
-    y = tl.where(keep, x * scale, 0.0)
-    tl.store(out_ptr + offs, cast_to(y, out_ptr.dtype.element_ty), mask=mask)

@@ -1,7 +1,7 @@
 """Dropout on Triton (Philox): ``dropout`` and ``residual_dropout`` (r + dropout(x)).
 
-The mask comes from ``tritonn.kernels.rnn.dropout_kernel`` (shared with the LSTM's
-between-layer dropout; reused, not copied): keep = Philox uniform(seed, offset) >= p,
+The mask comes from ``tritonn.kernels.dropout`` (shared with the LSTM's
+between-layer dropout and the fused residual + LayerNorm): keep = Philox uniform(seed, offset) >= p,
 with a fresh seed per call drawn from torch's generator (``torch.manual_seed``
 reproduces it). The backward re-draws the same mask from the seed: nothing is saved.
 """
@@ -12,8 +12,7 @@ import torch
 import triton
 
 from .. import runtime
-from ..kernels.norm import residual_dropout_kernel
-from ..kernels.rnn import dropout_kernel
+from ..kernels.dropout import dropout_kernel, residual_dropout_kernel
 from .attention import new_seed
 from .autograd import first_order
 
@@ -29,7 +28,8 @@ def _scale(p: float) -> float:
     return 0.0 if p >= 1.0 else 1.0 / (1.0 - p)
 
 
-def _apply_mask(x: torch.Tensor, p: float, seed: int) -> torch.Tensor:
+def apply_dropout_mask(x: torch.Tensor, p: float, seed: int) -> torch.Tensor:
+    """x * keep / (1 - p) with the mask of ``seed`` (the forward, and its own backward)."""
     x = x.contiguous()
     out = runtime.empty(x.shape, dtype=x.dtype, device=x.device)
     n = x.numel()
@@ -42,12 +42,12 @@ class DropoutFunction(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, p, seed):
         ctx.p, ctx.seed = p, seed
-        return _apply_mask(x, p, seed)
+        return apply_dropout_mask(x, p, seed)
 
     @staticmethod
     @first_order("dropout")
     def backward(ctx, dy):
-        return _apply_mask(dy, ctx.p, ctx.seed), None, None
+        return apply_dropout_mask(dy, ctx.p, ctx.seed), None, None
 
 
 class ResidualDropoutFunction(torch.autograd.Function):
@@ -65,7 +65,7 @@ class ResidualDropoutFunction(torch.autograd.Function):
     @staticmethod
     @first_order("residual_dropout")
     def backward(ctx, dy):
-        dx = _apply_mask(dy, ctx.p, ctx.seed) if ctx.p > 0 and ctx.needs_input_grad[1] else dy
+        dx = apply_dropout_mask(dy, ctx.p, ctx.seed) if ctx.p > 0 and ctx.needs_input_grad[1] else dy
         return dy, dx, None, None
 
 

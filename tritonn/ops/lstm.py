@@ -24,14 +24,14 @@ import torch
 import triton
 
 from .. import runtime
-from ..kernels.rnn import dropout_kernel, lstm_backward_kernel, lstm_forward_kernel
+from ..kernels.rnn import lstm_backward_kernel, lstm_forward_kernel
 from .autograd import first_order
+from .dropout import apply_dropout_mask
 from .gemm import _input_precision, column_sum, gemm
 
 GPU_BLOCKS = {"BLOCK_B": 16, "BLOCK_H": 64, "BLOCK_K": 64}
 INTERPRETER_BLOCKS = {"BLOCK_B": 16, "BLOCK_H": 32, "BLOCK_K": 32}
 NUM_WARPS = 4
-DROPOUT_BLOCK = 1024
 _FLOATING = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 
 
@@ -91,15 +91,6 @@ def _acc_dtype(dtype):
     return torch.float64 if dtype == torch.float64 else torch.float32
 
 
-def _dropout(x: torch.Tensor, p: float, seed: int) -> torch.Tensor:
-    out = runtime.empty(x.shape, dtype=x.dtype, device=x.device)
-    n = x.numel()
-    scale = 0.0 if p >= 1.0 else 1.0 / (1.0 - p)
-    if n > 0:
-        dropout_kernel[(triton.cdiv(n, DROPOUT_BLOCK),)](x, out, n, float(p), scale, seed, BLOCK=DROPOUT_BLOCK)
-    return out
-
-
 def _packing_args(spec: LSTMSpec, dummy: torch.Tensor):
     return (spec.perm if spec.perm is not None else dummy,
             spec.offsets if spec.packed else dummy,
@@ -154,7 +145,7 @@ def _forward(spec: LSTMSpec, x, h0, c0, params):
                 )
         saved.append((inp, G, C, HP, HS))
         if layer + 1 < spec.num_layers and spec.train and spec.dropout > 0:
-            inp = _dropout(y, spec.dropout, spec.seeds[layer])
+            inp = apply_dropout_mask(y, spec.dropout, spec.seeds[layer])
         else:
             inp = y
     return inp, hn, cn, saved
@@ -232,7 +223,7 @@ def _backward(spec: LSTMSpec, needs, x, h0, c0, params, saved, grad_y, grad_hn, 
             dx, _, _ = gemm(DG, w_ih)
             if layer > 0:
                 if spec.train and spec.dropout > 0:
-                    dx = _dropout(dx, spec.dropout, spec.seeds[layer - 1])
+                    dx = apply_dropout_mask(dx, spec.dropout, spec.seeds[layer - 1])
                 dy = dx
     return (dx if need_x else None, dh0 if need_h0 else None, dc0 if need_c0 else None, grads)
 
