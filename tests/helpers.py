@@ -15,7 +15,7 @@ GLUE_OPS = {
     "empty", "empty_strided", "empty_like", "new_empty", "new_empty_strided", "zeros", "zeros_like", "zero_",
     "fill_", "copy_", "_to_copy", "clone", "contiguous", "set_", "detach", "alias", "lift_fresh",
     "view", "_unsafe_view", "reshape", "expand", "t", "transpose", "permute", "squeeze", "unsqueeze",
-    "as_strided", "slice", "select", "split", "unbind", "cat", "stack", "_reshape_alias",
+    "as_strided", "slice", "select", "split", "split_with_sizes", "unbind", "cat", "stack", "_reshape_alias",
 }
 
 

@@ -220,12 +220,10 @@ def test_encoder_layer_no_native_compute(norm_first):
     with no_native_compute():
         m(x).backward(g)
     m = tritonn.TransformerDecoderLayer(E, H, FF, dropout=0.0, norm_first=norm_first, batch_first=True)
-    memory = torch.randn(2, 3, E)
-    with _Watch() as watch:
+    memory = torch.randn(2, 3, E, requires_grad=True)
+    x = x.detach().requires_grad_()  # a fresh leaf: accumulating into x.grad would be autograd's add
+    with no_native_compute():  # cross-attention included: q and kv project from one packed weight
         m(x, memory).backward(g)
-    # the cross-attention's separate q and kv projections slice in_proj_weight (MultiheadAttention's own
-    # backward: slice_backward + add); nothing else
-    assert set(watch.ops) - GLUE_OPS <= {"slice_backward", "add", "add_"}
 
 
 def test_encoder_layer_dropout_no_native_compute():

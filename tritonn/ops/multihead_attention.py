@@ -30,29 +30,32 @@ from .gemm import column_sum
 from .linear import linear
 
 
-class SplitLast(torch.autograd.Function):
-    """Split the last dim of a packed projection (q|k|v) into equal views. Its backward
-    writes the incoming gradients into one buffer (autograd's slice backward would
-    zero-fill and add natively)."""
+class Split(torch.autograd.Function):
+    """Split ``x`` along ``dim`` into views of the given sizes: a packed projection's
+    output (q|k|v) or the packed in_proj weight and bias. Its backward copies the
+    parts' gradients into one buffer; autograd's own slice backward would zero-fill
+    each part's gradient and add them natively."""
 
     @staticmethod
-    def forward(ctx, x, parts):
-        ctx.parts = parts
-        width = x.shape[-1] // parts
-        return tuple(x[..., i * width:(i + 1) * width] for i in range(parts))
+    def forward(ctx, x, sizes, dim):
+        ctx.sizes, ctx.dim, ctx.shape = sizes, dim, x.shape
+        return tuple(x.split(sizes, dim))
 
     @staticmethod
     @first_order("multi_head_attention_forward")
     def backward(ctx, *grads):
         ref = next(g for g in grads if g is not None)
-        width = ref.shape[-1]
-        out = runtime.empty((*ref.shape[:-1], width * ctx.parts), dtype=ref.dtype, device=ref.device)
-        for i, g in enumerate(grads):
+        out = runtime.empty(ctx.shape, dtype=ref.dtype, device=ref.device)
+        for part, g in zip(out.split(ctx.sizes, ctx.dim), grads):
             if g is None:
-                out[..., i * width:(i + 1) * width].zero_()
+                part.zero_()
             else:
-                out[..., i * width:(i + 1) * width].copy_(g)
-        return out, None
+                part.copy_(g)
+        return out, None, None
+
+
+def _split_bias(in_proj_bias, embed_dim):
+    return Split.apply(in_proj_bias, [embed_dim] * 3, 0) if in_proj_bias is not None else (None, None, None)
 
 
 class AppendBias(torch.autograd.Function):
@@ -144,22 +147,22 @@ def multi_head_attention_forward(
             raise AssertionError("use_separate_proj_weight is False but in_proj_weight is None")
         if query is key and key is value:  # self-attention: one GEMM for q, k and v
             qkv = linear(query, in_proj_weight, in_proj_bias)
-            q, k, v = SplitLast.apply(qkv, 3)
-        else:
-            w_q, w_k, w_v = in_proj_weight.chunk(3)
-            b_q, b_k, b_v = in_proj_bias.chunk(3) if in_proj_bias is not None else (None, None, None)
+            q, k, v = Split.apply(qkv, [embed_dim] * 3, -1)
+        elif key is value:  # cross-attention: q from the query, k and v from one GEMM
+            sizes = [embed_dim, 2 * embed_dim]
+            w_q, w_kv = Split.apply(in_proj_weight, sizes, 0)
+            b_q, b_kv = Split.apply(in_proj_bias, sizes, 0) if in_proj_bias is not None else (None, None)
             q = linear(query, w_q, b_q)
-            if key is value:
-                kv = linear(key, in_proj_weight[embed_dim:],
-                            in_proj_bias[embed_dim:] if in_proj_bias is not None else None)
-                k, v = SplitLast.apply(kv, 2)
-            else:
-                k, v = linear(key, w_k, b_k), linear(value, w_v, b_v)
+            k, v = Split.apply(linear(key, w_kv, b_kv), [embed_dim] * 2, -1)
+        else:
+            w_q, w_k, w_v = Split.apply(in_proj_weight, [embed_dim] * 3, 0)
+            b_q, b_k, b_v = _split_bias(in_proj_bias, embed_dim)
+            q, k, v = linear(query, w_q, b_q), linear(key, w_k, b_k), linear(value, w_v, b_v)
     else:
         for name, w in (("q", q_proj_weight), ("k", k_proj_weight), ("v", v_proj_weight)):
             if w is None:
                 raise AssertionError(f"use_separate_proj_weight is True but {name}_proj_weight is None")
-        b_q, b_k, b_v = in_proj_bias.chunk(3) if in_proj_bias is not None else (None, None, None)
+        b_q, b_k, b_v = _split_bias(in_proj_bias, embed_dim)
         q, k, v = linear(query, q_proj_weight, b_q), linear(key, k_proj_weight, b_k), linear(value, v_proj_weight, b_v)
 
     if attn_mask is not None:
