@@ -303,3 +303,26 @@ def test_encoder_layer_under_autocast_matches_torch_dtype(device):
         y, y_ref = ours(x), theirs(x)
     assert y.dtype == y_ref.dtype
     assert torch.allclose(y.float(), y_ref.float(), atol=0.1)
+
+
+def test_hooked_or_replaced_submodules_are_called_not_fused():
+    """Fused paths read submodules' parameters; a hook (weight_norm, pruning, LoRA-style
+    wrappers) must still run, so hooked submodules are called instead."""
+    torch.manual_seed(0)
+    for norm_first in (False, True):
+        theirs = torch.nn.TransformerEncoderLayer(E, H, FF, dropout=0.0, norm_first=norm_first).double()
+        ours = tritonn.TransformerEncoderLayer(E, H, FF, dropout=0.0, norm_first=norm_first).double()
+        ours.load_state_dict(theirs.state_dict())
+        for layer in (theirs, ours):
+            for name in ("linear1", "norm1", "norm2", "dropout"):
+                getattr(layer, name).register_forward_hook(lambda m, i, o: o * 1.5 + 0.25)
+        x = torch.randn(5, 2, E, dtype=torch.float64)
+        assert torch.allclose(ours(x), theirs(x), atol=1e-10)
+
+
+def test_transformer_accepts_torch_positional_arguments():
+    enc = torch.nn.TransformerEncoder(torch.nn.TransformerEncoderLayer(E, H, FF), 1)
+    dec = torch.nn.TransformerDecoder(torch.nn.TransformerDecoderLayer(E, H, FF), 1)
+    model = tritonn.Transformer(E, H, 1, 1, FF, 0.1, "relu", enc, dec)
+    assert type(model.encoder.layers[0]) is tritonn.TransformerEncoderLayer
+    assert type(enc.layers[0]) is torch.nn.TransformerEncoderLayer  # the caller's stays torch

@@ -25,6 +25,7 @@ __all__ = [
     "FallbackError",
     "INTERPRETING",
     "autocast",
+    "autocast_float32",
     "conv_tf32_enabled",
     "autotune_configs",
     "empty",
@@ -133,6 +134,15 @@ def autocast(*tensors: torch.Tensor | None) -> tuple:
         t.to(dtype) if t is not None and t.is_floating_point() and t.dtype != torch.float64 else t
         for t in tensors
     )
+
+
+def autocast_float32(*tensors: torch.Tensor | None) -> tuple:
+    """The tensors as CUDA autocast hands them to an op of its float32 list (layer_norm):
+    float16/bfloat16 up to float32 while autocast is on for CUDA (CPU autocast keeps them)."""
+    on_cuda = any(t is not None and t.device.type == "cuda" for t in tensors)
+    if not on_cuda or not torch.is_autocast_enabled("cuda"):
+        return tensors
+    return tuple(t.float() if t is not None and t.dtype in (torch.float16, torch.bfloat16) else t for t in tensors)
 
 
 def conv_tf32_enabled() -> bool:

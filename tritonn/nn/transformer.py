@@ -23,6 +23,7 @@ backward sums the two gradients in Triton, so that autograd adds nothing nativel
 from __future__ import annotations
 
 import copy
+import inspect
 
 import torch
 import torch.nn.functional as F
@@ -64,14 +65,31 @@ def _needs_swap(module: torch.nn.Module) -> bool:
                for m in module.modules())
 
 
+_GLOBAL_HOOKS = ("_global_forward_hooks", "_global_forward_pre_hooks", "_global_backward_hooks",
+                 "_global_backward_pre_hooks")
+
+
+def _plain(module: torch.nn.Module, cls: type) -> bool:
+    """Whether calling ``module`` is exactly ``cls.forward``: no subclass, replacement,
+    parametrization or hook (weight_norm, pruning, LoRA wrappers work through those).
+    Only then may a fused kernel read its parameters instead of calling it."""
+    hooks = (module._forward_hooks, module._forward_pre_hooks, module._backward_hooks, module._backward_pre_hooks)
+    global_hooks = (getattr(torch.nn.modules.module, name, None) for name in _GLOBAL_HOOKS)
+    return type(module) is cls and not any(hooks) and not any(h for h in global_hooks if h)
+
+
 def _feed_forward(layer, x: Tensor) -> Tensor:
-    """linear2(dropout(activation(linear1(x)))), relu/gelu fused into linear1's epilogue."""
+    """linear2(dropout(activation(linear1(x)))), relu/gelu fused into linear1's epilogue
+    (unless linear1 is hooked or replaced: then it is called)."""
     act = layer.activation
-    if act is F.relu or act is F.gelu:
+    if (act is F.relu or act is F.gelu) and _plain(layer.linear1, Linear):
         h = linear(x, layer.linear1.weight, layer.linear1.bias, activation=act)
     else:
         h = act(layer.linear1(x))
-    h = dropout(h, layer.dropout.p, layer.dropout.training)
+    if _plain(layer.dropout, Dropout):
+        h = dropout(h, layer.dropout.p, layer.dropout.training)
+    else:
+        h = layer.dropout(h)
     return layer.linear2(h)
 
 
@@ -91,13 +109,16 @@ def _promote(x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
 
 def _resid(x: Tensor, y: Tensor, drop: torch.nn.Dropout) -> Tensor:
     x, y = _promote(x, y)
-    return residual_dropout(x, y, drop.p, drop.training)
+    if _plain(drop, Dropout):
+        return residual_dropout(x, y, drop.p, drop.training)
+    return residual_dropout(x, drop(y), 0.0, False)  # the module's own dropout, then the add
 
 
 def _resid_norm(x: Tensor, y: Tensor, drop: torch.nn.Dropout, norm: torch.nn.Module) -> tuple[Tensor, Tensor]:
     """(h, norm(h)), h = x + dropout(y): one fused kernel when norm is a tritonn LayerNorm."""
     x, y = _promote(x, y)
-    if type(norm) is LayerNorm and y.shape == x.shape and y.dtype == x.dtype:
+    cuda_autocast = x.device.type == "cuda" and torch.is_autocast_enabled("cuda")  # norm's output: float32
+    if _plain(norm, LayerNorm) and _plain(drop, Dropout) and not cuda_autocast and y.shape == x.shape:
         return add_dropout_layer_norm(x, y, norm.normalized_shape, norm.weight, norm.bias, norm.eps, drop.p,
                                       drop.training)
     h = _resid(x, y, drop)
@@ -212,10 +233,13 @@ class Transformer(torch.nn.Transformer):
     other custom modules are used as given. ``forward`` and
     ``generate_square_subsequent_mask`` are torch's."""
 
-    def __init__(self, *args, custom_encoder=None, custom_decoder=None, **kwargs):
-        if custom_encoder is not None and _needs_swap(custom_encoder):
-            custom_encoder = tritonize(copy.deepcopy(custom_encoder))
-        if custom_decoder is not None and _needs_swap(custom_decoder):
-            custom_decoder = tritonize(copy.deepcopy(custom_decoder))
-        super().__init__(*args, custom_encoder=custom_encoder, custom_decoder=custom_decoder, **kwargs)
+    def __init__(self, *args, **kwargs):
+        bound = inspect.signature(torch.nn.Transformer.__init__).bind(self, *args, **kwargs)
+        arguments = dict(bound.arguments)
+        del arguments["self"]
+        for name in ("custom_encoder", "custom_decoder"):
+            custom = arguments.get(name)
+            if custom is not None and _needs_swap(custom):
+                arguments[name] = tritonize(copy.deepcopy(custom))
+        super().__init__(**arguments)
         tritonize(self)

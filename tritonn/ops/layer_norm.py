@@ -171,8 +171,11 @@ def layer_norm(input: torch.Tensor, normalized_shape, weight: torch.Tensor | Non
     if isinstance(normalized_shape, numbers.Integral):
         normalized_shape = (int(normalized_shape),)
     normalized_shape = tuple(int(s) for s in normalized_shape)
+    triton_path = runtime.runs_on_triton(input, weight, bias)
+    if triton_path:  # torch's CUDA autocast runs layer_norm in float32
+        input, weight, bias = runtime.autocast_float32(input, weight, bias)
     _check(input, normalized_shape, weight, bias)
-    if not runtime.runs_on_triton(input, weight, bias):
+    if not triton_path:
         runtime.fallback("layer_norm", input, weight, bias)
         return F.layer_norm(input, normalized_shape, weight, bias, eps)
     weight = weight.contiguous() if weight is not None else None
