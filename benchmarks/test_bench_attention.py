@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 
 import tritonn.functional as TF
-from timing import on_gpu
+from timing import on_gpu, step
 
 MODES = ("forward", "forward+backward")
 DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16}
@@ -73,15 +73,8 @@ def step_fn(case: Case, impl: str, device: str):
     shape = (s.heads_x_batch // heads, heads, s.seq, s.head_dim)
     q, k, v = (torch.randn(shape, device=device, dtype=DTYPES[case.dtype]) for _ in range(3))
     fn = IMPLS[impl]
-    if case.mode == "forward":
-        def step():
-            with torch.no_grad():
-                return fn(q, k, v, is_causal=s.causal)
-        return step
-    for t in (q, k, v):
-        t.requires_grad_(True)
     grad_out = torch.randn(shape, device=device, dtype=DTYPES[case.dtype])
-    return lambda: torch.autograd.grad(fn(q, k, v, is_causal=s.causal), (q, k, v), grad_out)
+    return step(case.mode, lambda: fn(q, k, v, is_causal=s.causal), (q, k, v), grad_out)
 
 
 @pytest.mark.parametrize("impl", list(IMPLS))

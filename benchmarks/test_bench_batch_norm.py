@@ -34,7 +34,7 @@ import torch.nn.functional as F
 
 import tritonn
 import tritonn.functional as TF
-from timing import on_gpu
+from timing import on_gpu, step
 
 MODES = ("forward", "forward+backward")
 LAYOUTS = {
@@ -108,18 +108,8 @@ def step_fn(case: Case, impl: str, device: str):
         layer.bias.normal_()
     forward = forward_fn(case, impl, layer)
     x = torch.randn(case.shape, device=device, dtype=dtype).contiguous(memory_format=memory_format)
-    if case.mode == "forward":
-
-        def step():
-            with torch.no_grad():
-                return forward(x)
-
-        return step
-
-    x.requires_grad_(True)
     grad_out = torch.randn(case.shape, device=device, dtype=dtype).contiguous(memory_format=memory_format)
-    inputs = (x, layer.weight, layer.bias)
-    return lambda: torch.autograd.grad(forward(x), inputs, grad_out)
+    return step(case.mode, lambda: forward(x), (x, layer.weight, layer.bias), grad_out)
 
 
 @pytest.mark.parametrize("impl", list(LAYERS))

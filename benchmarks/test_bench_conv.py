@@ -18,7 +18,7 @@ import pytest
 import torch
 
 import tritonn
-from timing import on_gpu
+from timing import on_gpu, step
 
 MODES = ("forward", "forward+backward")
 DTYPES = {"bf16-cl": (torch.bfloat16, torch.channels_last), "tf32": (torch.float32, torch.contiguous_format)}
@@ -95,16 +95,7 @@ def step_fn(case: Case, impl: str, device: str):
     conv = IMPLS[impl](L.c_in, L.c_out, L.kernel, L.stride, L.padding, groups=L.groups, device=device, dtype=dtype)
     conv = conv.to(memory_format=fmt)
     x = torch.randn(BATCH, L.c_in, L.hw, L.hw, device=device, dtype=dtype).contiguous(memory_format=fmt)
-    if case.mode == "forward":
-        def step():
-            with torch.no_grad():
-                return conv(x)
-        return step
-    x.requires_grad_(True)
-    with torch.no_grad():
-        grad_out = torch.randn_like(conv(x))
-    inputs = (x, conv.weight, conv.bias)
-    return lambda: torch.autograd.grad(conv(x), inputs, grad_out)
+    return step(case.mode, lambda: conv(x), (x, conv.weight, conv.bias))
 
 
 @pytest.mark.parametrize("impl", list(IMPLS))

@@ -34,7 +34,7 @@ import torch.nn.functional as F
 
 import tritonn
 import tritonn.functional as TF
-from timing import on_gpu
+from timing import on_gpu, step
 
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "tf32": torch.float32, "fp32": torch.float32}
 MODES = ("forward", "forward+backward")
@@ -118,18 +118,8 @@ def step_fn(case: Case, impl: str, device: str):
     layer = LAYERS[impl](case.k, case.n, device=device, dtype=dtype)
     forward = forward_fn(case, impl, layer)
     x = torch.randn(case.m, case.k, device=device, dtype=dtype)
-    if case.mode == "forward":
-
-        def step():
-            with torch.no_grad():
-                return forward(x)
-
-        return step
-
-    x.requires_grad_(True)
     grad_out = torch.randn(case.m, case.n, device=device, dtype=dtype)
-    inputs = (x, layer.weight, layer.bias)
-    return lambda: torch.autograd.grad(forward(x), inputs, grad_out)
+    return step(case.mode, lambda: forward(x), (x, layer.weight, layer.bias), grad_out)
 
 
 @pytest.mark.parametrize("impl", list(LAYERS))

@@ -17,7 +17,7 @@ import pytest
 import torch
 
 import tritonn
-from timing import on_gpu
+from timing import on_gpu, step
 
 MODES = ("forward", "forward+backward")
 DTYPES = {"bf16": torch.bfloat16, "tf32": torch.float32}
@@ -78,16 +78,7 @@ def step_fn(case: Case, impl: str, device: str):
     torch.manual_seed(0)
     lstm = IMPLS[impl](s.input, s.hidden, s.layers, bidirectional=s.bidirectional, device=device, dtype=dtype)
     x = torch.randn(s.seq, s.batch, s.input, device=device, dtype=dtype)
-    if case.mode == "forward":
-        def step():
-            with torch.no_grad():
-                return lstm(x)[0]
-        return step
-    x.requires_grad_(True)
-    with torch.no_grad():
-        grad_out = torch.randn_like(lstm(x)[0])
-    inputs = (x, *lstm.parameters())
-    return lambda: torch.autograd.grad(lstm(x)[0], inputs, grad_out)
+    return step(case.mode, lambda: lstm(x)[0], (x, *lstm.parameters()))
 
 
 @pytest.mark.parametrize("impl", list(IMPLS))

@@ -30,7 +30,7 @@ import pytest
 import torch
 
 import tritonn
-from timing import on_gpu
+from timing import on_gpu, step
 
 MODES = ("forward", "forward+backward")
 LAYOUTS = {
@@ -91,17 +91,8 @@ def step_fn(case: Case, impl: str, device: str):
     torch.manual_seed(0)  # the same input and grad_out for both impls
     layer = LAYERS[impl](**POOL)
     x = torch.randn(case.shape, device=device, dtype=dtype).contiguous(memory_format=memory_format)
-    if case.mode == "forward":
-
-        def step():
-            with torch.no_grad():
-                return layer(x)
-
-        return step
-
-    x.requires_grad_(True)
     grad_out = torch.randn(case.output_shape, device=device, dtype=dtype).contiguous(memory_format=memory_format)
-    return lambda: torch.autograd.grad(layer(x), (x,), grad_out)
+    return step(case.mode, lambda: layer(x), (x,), grad_out)
 
 
 @pytest.mark.parametrize("impl", list(LAYERS))

@@ -19,7 +19,7 @@ import pytest
 import torch
 
 import tritonn
-from timing import on_gpu
+from timing import on_gpu, step
 
 MODES = ("forward", "forward+backward")
 IMPLS = ("torch", "torch.compile", "tritonn") if on_gpu() else ("torch", "tritonn")
@@ -48,19 +48,10 @@ def test_layer_norm(measure, device, shape, mode, impl):
     fn = _maybe_compile(layer, impl)
     x = torch.randn(shape, device=device, dtype=DTYPE)
     n = shape[0] * shape[1] * DTYPE.itemsize
-    if mode == "forward":
-        def step():
-            with torch.no_grad():
-                return fn(x)
-        moved = 2 * n
-    else:
-        x.requires_grad_(True)
-        g = torch.randn(shape, device=device, dtype=DTYPE)
-
-        def step():
-            return torch.autograd.grad(fn(x), (x, layer.weight, layer.bias), g)
-        moved = 5 * n
-    measure(step, impl=impl, case="layer_norm", shape="x".join(map(str, shape)), dtype="bf16", mode=mode,
+    g = torch.randn(shape, device=device, dtype=DTYPE)
+    run = step(mode, lambda: fn(x), (x, layer.weight, layer.bias), g)
+    moved = 2 * n if mode == "forward" else 5 * n
+    measure(run, impl=impl, case="layer_norm", shape="x".join(map(str, shape)), dtype="bf16", mode=mode,
             bytes=moved)
 
 
@@ -75,19 +66,9 @@ def test_encoder_layer(measure, device, mode, impl):
     x = torch.randn(batch, seq, d, device=device, dtype=DTYPE)
     tokens = batch * seq
     flops = tokens * 2 * (4 * d * d + 2 * d * ff) + tokens * 4 * seq * d
-    if mode == "forward":
-        def step():
-            with torch.no_grad():
-                return fn(x)
-    else:
-        x.requires_grad_(True)
-        g = torch.randn_like(x)
-        params = [x, *layer.parameters()]
-
-        def step():
-            return torch.autograd.grad(fn(x), params, g)
-        flops *= 3
-    measure(step, impl=impl, case="encoder_layer", shape=f"d{d}-h{h}-ff{ff}-s{seq}-b{batch}", dtype="bf16",
+    run = step(mode, lambda: fn(x), (x, *layer.parameters()), torch.randn_like(x))
+    flops *= 1 if mode == "forward" else 3
+    measure(run, impl=impl, case="encoder_layer", shape=f"d{d}-h{h}-ff{ff}-s{seq}-b{batch}", dtype="bf16",
             mode=mode, flops=flops)
 
 
@@ -105,17 +86,8 @@ def test_transformer_base(measure, device, mode, impl):
     # per token: encoder layer 4d^2 + 2 d ff, decoder layer 8d^2 + 2 d ff (x2 flops), plus attention
     flops = 2 * batch * (src * n * (4 * d * d + 2 * d * ff) + tgt * n * (8 * d * d + 2 * d * ff))
     flops += 4 * batch * n * d * (src * src + tgt * tgt + tgt * src)
-    if mode == "forward":
-        def step():
-            with torch.no_grad():
-                return fn(x, y, tgt_mask=mask)
-    else:
-        x.requires_grad_(True)
-        g = torch.randn(batch, tgt, d, device=device, dtype=DTYPE)
-        params = [x, *model.parameters()]
-
-        def step():
-            return torch.autograd.grad(fn(x, y, tgt_mask=mask), params, g)
-        flops *= 3
-    measure(step, impl=impl, case="transformer_base", shape=f"d{d}-h{h}-l{n}-s{src}-t{tgt}-b{batch}", dtype="bf16",
+    g = torch.randn(batch, tgt, d, device=device, dtype=DTYPE)
+    run = step(mode, lambda: fn(x, y, tgt_mask=mask), (x, *model.parameters()), g)
+    flops *= 1 if mode == "forward" else 3
+    measure(run, impl=impl, case="transformer_base", shape=f"d{d}-h{h}-l{n}-s{src}-t{tgt}-b{batch}", dtype="bf16",
             mode=mode, flops=flops)

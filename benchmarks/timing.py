@@ -89,3 +89,22 @@ def append_jsonl(record: dict) -> None:
     if path:
         with open(path, "a") as f:
             f.write(json.dumps(record) + "\n")
+
+
+def step(mode: str, run, wrt=(), grad_out=None):
+    """The callable a benchmark times. "forward": ``run()`` under no_grad (nothing saved
+    for backward). "forward+backward": ``run()``, then ``torch.autograd.grad`` w.r.t.
+    ``wrt`` (fresh gradients every call, nothing accumulates) for a fixed ``grad_out``,
+    drawn once like the output when not given. Leaves in ``wrt`` get requires_grad."""
+    if mode == "forward":
+        def forward():
+            with torch.no_grad():
+                return run()
+        return forward
+    for t in wrt:
+        if t.is_leaf and not t.requires_grad:
+            t.requires_grad_(True)
+    if grad_out is None:
+        with torch.no_grad():
+            grad_out = torch.randn_like(run())
+    return lambda: torch.autograd.grad(run(), wrt, grad_out)

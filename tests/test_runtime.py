@@ -29,7 +29,7 @@ def test_autotuning_offers_one_config_under_the_interpreter():
 
 
 def test_autocast_casts_like_torch():
-    x, w, d = torch.randn(2, 3), torch.randn(4, 3), torch.randn(3, dtype=torch.float64)
+    x, d = torch.randn(2, 3), torch.randn(3, dtype=torch.float64)
     assert runtime.autocast(x, None)[0] is x
     with torch.autocast("cpu", dtype=torch.bfloat16):
         cx, none, cd = runtime.autocast(x, None, d)
