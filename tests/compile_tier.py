@@ -34,7 +34,7 @@ def _unwrap(kernel):
 
 
 # Scalar kernel arguments a launch passes as Python floats (typed fp32 by Triton).
-FLOAT_ARGS = {"dropout_p", "p", "scale", "momentum_hi", "momentum_lo", "eps_hi", "eps_lo"}
+FLOAT_ARGS = {"dropout_p", "p", "scale_hi", "scale_lo", "momentum_hi", "momentum_lo", "eps_hi", "eps_lo"}
 
 
 def _signature(kernel, pointers: dict, constexprs: dict, aligned: bool):

@@ -293,6 +293,29 @@ def test_residual_dropout_statistics_and_grads():
     torch.testing.assert_close(x.grad, torch.where(kept, g / (1 - p), torch.zeros_like(g)))
 
 
+def test_float64_dropout_scale_is_float64():
+    """1/(1-p) reaches the kernels as a float pair: a lone float argument is float32,
+    which would leave float64 dropout off by ~5e-8 (relative) in every kept element;
+    the pair carries 48 bits of the scale (2^-47 ~ 7e-15)."""
+    from tritonn.ops.dropout import residual_dropout
+    from tritonn.ops.layer_norm import add_dropout_layer_norm
+
+    p = 0.1
+    x = torch.randn(16, 64, dtype=F64, requires_grad=True)
+    r = torch.zeros_like(x)
+    exact = x.detach() / (1 - p)
+    outputs = {"dropout": TF.dropout(x, p), "residual_dropout": residual_dropout(r, x, p, True),
+               "add_dropout_layer_norm": add_dropout_layer_norm(r, x, 64, None, None, 1e-5, p)[0]}
+    for name, y in outputs.items():
+        kept = y.detach() != 0
+        assert kept.any() and not kept.all(), name
+        torch.testing.assert_close(y.detach()[kept], exact[kept], rtol=1e-14, atol=0, msg=name)
+    g = torch.randn_like(x)
+    outputs["dropout"].backward(g)
+    kept = outputs["dropout"].detach() != 0
+    torch.testing.assert_close(x.grad[kept], (g / (1 - p))[kept], rtol=1e-14, atol=0)
+
+
 def test_encoder_layer_under_autocast_matches_torch_dtype(device):
     torch.manual_seed(0)
     theirs = torch.nn.TransformerEncoderLayer(8, 2, 16, dropout=0.0).to(device)

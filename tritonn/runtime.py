@@ -16,6 +16,7 @@ whatever the allocator left there.
 from __future__ import annotations
 
 import os
+import struct
 import warnings
 
 import torch
@@ -112,6 +113,13 @@ def shared_memory_limit(device: torch.device) -> int:
         props = triton.runtime.driver.active.utils.get_device_properties(index)
         _shared_memory[index] = props["max_shared_mem"]
     return _shared_memory[index]
+
+
+def float_pair(v: float) -> tuple[float, float]:
+    """v as float32 hi + lo: Triton passes a Python float to a kernel as float32, so a
+    float64 kernel adds the two back (48 bits of v) where precision matters."""
+    hi = struct.unpack("f", struct.pack("f", v))[0]
+    return hi, v - hi
 
 
 def tf32_enabled() -> bool:

@@ -22,22 +22,31 @@ def keep_mask(seed, offs, p):
 
 
 @triton.jit
-def dropout_kernel(x_ptr, out_ptr, n, p, scale, seed, BLOCK: tl.constexpr):
+def dropped(x, seed, offs, p, scale_hi, scale_lo):
+    """x * keep / (1 - p), 0 where dropped. The scale comes as a float32 pair
+    (hi + lo): a lone float argument is float32, too coarse for float64 tensors."""
+    scale = tl.cast(scale_hi, x.dtype) + tl.cast(scale_lo, x.dtype)
+    return tl.where(keep_mask(seed, offs, p), x * scale, 0.0)
+
+
+@triton.jit
+def dropout_kernel(x_ptr, out_ptr, n, p, scale_hi, scale_lo, seed, BLOCK: tl.constexpr):
     offs = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
     mask = offs < n
     ACC: tl.constexpr = tl.float64 if x_ptr.dtype.element_ty == tl.float64 else tl.float32
     x = tl.load(x_ptr + offs, mask=mask, other=0.0).to(ACC)
-    y = tl.where(keep_mask(seed, offs, p), x * scale, 0.0)
+    y = dropped(x, seed, offs, p, scale_hi, scale_lo)
     tl.store(out_ptr + offs, cast_to(y, out_ptr.dtype.element_ty), mask=mask)
 
 
 @triton.jit
-def residual_dropout_kernel(r_ptr, x_ptr, out_ptr, n, p, scale, seed, DROPOUT: tl.constexpr, BLOCK: tl.constexpr):
+def residual_dropout_kernel(r_ptr, x_ptr, out_ptr, n, p, scale_hi, scale_lo, seed, DROPOUT: tl.constexpr,
+                            BLOCK: tl.constexpr):
     offs = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
     mask = offs < n
     ACC: tl.constexpr = tl.float64 if out_ptr.dtype.element_ty == tl.float64 else tl.float32
     x = tl.load(x_ptr + offs, mask=mask, other=0.0).to(ACC)
     if DROPOUT:
-        x = tl.where(keep_mask(seed, offs, p), x * scale, 0.0)
+        x = dropped(x, seed, offs, p, scale_hi, scale_lo)
     r = tl.load(r_ptr + offs, mask=mask, other=0.0).to(ACC)
     tl.store(out_ptr + offs, cast_to(r + x, out_ptr.dtype.element_ty), mask=mask)

@@ -32,7 +32,7 @@ import triton.language as tl
 
 from .activations import activation_grad, apply_activation
 from .common import cast_to
-from .dropout import keep_mask
+from .dropout import dropped
 
 
 @triton.jit
@@ -409,14 +409,13 @@ def _ln_rows(pid, M, ROWS_PER_PROGRAM, BLOCK_M: tl.constexpr):
 
 
 @triton.jit
-def _ln_load(x_ptr, r_ptr, offs, mask, p, scale, seed, RESIDUAL: tl.constexpr, DROPOUT: tl.constexpr,
-             ACC: tl.constexpr):
+def _ln_load(x_ptr, r_ptr, offs, mask, p, scale_hi, scale_lo, seed, RESIDUAL: tl.constexpr,
+             DROPOUT: tl.constexpr, ACC: tl.constexpr):
     """The row values normalized: x, or r + dropout(x) with RESIDUAL."""
     x = tl.load(x_ptr + offs, mask=mask, other=0.0).to(ACC)
     if RESIDUAL:
         if DROPOUT:
-            keep = keep_mask(seed, offs, p)
-            x = tl.where(keep, x * scale, 0.0)
+            x = dropped(x, seed, offs, p, scale_hi, scale_lo)
         x = tl.load(r_ptr + offs, mask=mask, other=0.0).to(ACC) + x
         # h is stored rounded to the input dtype, and normalized as stored (the backward reads it back)
         x = cast_to(x, x_ptr.dtype.element_ty).to(ACC)
@@ -426,7 +425,7 @@ def _ln_load(x_ptr, r_ptr, offs, mask, p, scale, seed, RESIDUAL: tl.constexpr, D
 @triton.jit
 def layer_norm_forward_kernel(
     x_ptr, r_ptr, h_ptr, y_ptr, w_ptr, b_ptr, stats_ptr,
-    M, N, ROWS_PER_PROGRAM, eps_hi, eps_lo, p, scale, seed,
+    M, N, ROWS_PER_PROGRAM, eps_hi, eps_lo, p, scale_hi, scale_lo, seed,
     HAS_WEIGHT: tl.constexpr, HAS_BIAS: tl.constexpr, RESIDUAL: tl.constexpr, DROPOUT: tl.constexpr,
     ONE_PASS: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
 ):
@@ -443,7 +442,7 @@ def layer_norm_forward_kernel(
         if ONE_PASS:
             mask = mask_m[:, None] & (offs_n < N)[None, :]
             offs = row_off + offs_n[None, :]
-            x = _ln_load(x_ptr, r_ptr, offs, mask, p, scale, seed, RESIDUAL, DROPOUT, ACC)
+            x = _ln_load(x_ptr, r_ptr, offs, mask, p, scale_hi, scale_lo, seed, RESIDUAL, DROPOUT, ACC)
             if RESIDUAL:
                 tl.store(h_ptr + offs, cast_to(x, h_ptr.dtype.element_ty), mask=mask)
             mean = tl.sum(x, axis=1) * inv_n
@@ -460,7 +459,7 @@ def layer_norm_forward_kernel(
             for n in range(0, N, BLOCK_N):
                 mask = mask_m[:, None] & (offs_n < N - n)[None, :]
                 offs = row_off + (n + offs_n)[None, :]
-                x = _ln_load(x_ptr, r_ptr, offs, mask, p, scale, seed, RESIDUAL, DROPOUT, ACC)
+                x = _ln_load(x_ptr, r_ptr, offs, mask, p, scale_hi, scale_lo, seed, RESIDUAL, DROPOUT, ACC)
                 if RESIDUAL:
                     tl.store(h_ptr + offs, cast_to(x, h_ptr.dtype.element_ty), mask=mask)
                 acc += tl.sum(x, axis=1)
@@ -494,7 +493,7 @@ def layer_norm_forward_kernel(
 @triton.jit
 def layer_norm_backward_kernel(
     dy_ptr, x_ptr, w_ptr, stats_ptr, dx_ptr, partial_ptr, dh_ptr, dd_ptr,
-    M, N, ROWS_PER_PROGRAM, NUM_PROGRAMS, p, scale, seed,
+    M, N, ROWS_PER_PROGRAM, NUM_PROGRAMS, p, scale_hi, scale_lo, seed,
     HAS_WEIGHT: tl.constexpr, NEED_X: tl.constexpr, NEED_PARAMS: tl.constexpr, HAS_DH: tl.constexpr,
     DROPOUT: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
 ):
@@ -548,9 +547,8 @@ def layer_norm_backward_kernel(
                     dx += tl.load(dh_ptr + offs, mask=mask, other=0.0).to(ACC)
                 tl.store(dx_ptr + offs, cast_to(dx, dx_ptr.dtype.element_ty), mask=mask)
                 if DROPOUT:
-                    keep = keep_mask(seed, offs, p)
-                    tl.store(dd_ptr + offs, cast_to(tl.where(keep, dx * scale, 0.0), dd_ptr.dtype.element_ty),
-                             mask=mask)
+                    tl.store(dd_ptr + offs, cast_to(dropped(dx, seed, offs, p, scale_hi, scale_lo),
+                                                    dd_ptr.dtype.element_ty), mask=mask)
             if NEED_PARAMS:
                 pw = tl.load(pw_base + cols, mask=mask_n, other=0.0)
                 pb = tl.load(pb_base + cols, mask=mask_n, other=0.0)

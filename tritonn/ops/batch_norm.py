@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import functools
 import math
-import struct
 
 import torch
 import torch.nn.functional as F
@@ -223,12 +222,6 @@ def _empty_like(x: torch.Tensor, dtype: torch.dtype | None = None, channels_last
     return runtime.empty(x.shape, dtype=dtype, device=x.device)
 
 
-def _split(v: float) -> tuple[float, float]:
-    """v as float32 hi + lo (Triton passes Python floats as float32)."""
-    hi = struct.unpack("f", struct.pack("f", v))[0]
-    return hi, v - hi
-
-
 def _acc_dtype(x: torch.Tensor) -> torch.dtype:
     return torch.float64 if x.dtype == torch.float64 else torch.float32
 
@@ -259,8 +252,8 @@ def forward_stats(x, x_strides, rmean, rvar, nbt, training, momentum, eps):
     L = math.prod(x.shape[2:])
     acc = _acc_dtype(x)
     stats = runtime.empty((2, C), dtype=acc, device=x.device)
-    eps_hi, eps_lo = _split(float(eps))
-    mom_hi, mom_lo = _split(float(momentum) if momentum is not None else 0.0)
+    eps_hi, eps_lo = runtime.float_pair(float(eps))
+    mom_hi, mom_lo = runtime.float_pair(float(momentum) if momentum is not None else 0.0)
     if x.numel() == 0:
         if training and nbt is not None:  # torch counts the batch and leaves the statistics alone
             dummy = runtime.empty((1, 2, max(C, 1)), dtype=acc, device=x.device)

@@ -24,8 +24,10 @@ def _check_p(p: float) -> None:
         raise ValueError(f"dropout probability has to be between 0 and 1, but got {p}")
 
 
-def _scale(p: float) -> float:
-    return 0.0 if p >= 1.0 else 1.0 / (1.0 - p)
+def dropout_scalars(p: float) -> tuple[float, float, float]:
+    """(p, scale_hi, scale_lo): the kernels' arguments for drop probability p
+    (scale = 1 / (1 - p) as a float pair; 0 for p = 1, where nothing is kept)."""
+    return (float(p), *runtime.float_pair(0.0 if p >= 1.0 else 1.0 / (1.0 - p)))
 
 
 def apply_dropout_mask(x: torch.Tensor, p: float, seed: int) -> torch.Tensor:
@@ -34,7 +36,7 @@ def apply_dropout_mask(x: torch.Tensor, p: float, seed: int) -> torch.Tensor:
     out = runtime.empty(x.shape, dtype=x.dtype, device=x.device)
     n = x.numel()
     if n:
-        dropout_kernel[(triton.cdiv(n, BLOCK),)](x, out, n, float(p), _scale(p), seed, BLOCK=BLOCK)
+        dropout_kernel[(triton.cdiv(n, BLOCK),)](x, out, n, *dropout_scalars(p), seed, BLOCK=BLOCK)
     return out
 
 
@@ -59,7 +61,7 @@ class ResidualDropoutFunction(torch.autograd.Function):
         n = r.numel()
         if n:
             residual_dropout_kernel[(triton.cdiv(n, BLOCK),)](
-                r, x, out, n, float(p), _scale(p), seed if p > 0 else 0, DROPOUT=p > 0, BLOCK=BLOCK)
+                r, x, out, n, *dropout_scalars(p), seed if p > 0 else 0, DROPOUT=p > 0, BLOCK=BLOCK)
         return out
 
     @staticmethod

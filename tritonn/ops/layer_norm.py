@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import math
 import numbers
-import struct
 
 import torch
 import torch.nn.functional as F
@@ -21,6 +20,7 @@ import triton
 from .. import runtime
 from ..kernels.norm import layer_norm_backward_kernel, layer_norm_forward_kernel
 from .autograd import first_order
+from .dropout import dropout_scalars
 from .gemm import column_sum
 
 GPU_MAX_BLOCK_N = 8192  # longer rows are walked in chunks
@@ -61,11 +61,6 @@ def gpu_block_choices() -> list[dict]:
     return list(seen.values())
 
 
-def _split(v: float) -> tuple[float, float]:
-    hi = struct.unpack("f", struct.pack("f", v))[0]
-    return hi, v - hi
-
-
 def _programs(M: int, bm: int, device: torch.device) -> tuple[int, int]:
     """(rows per program, programs) of the backward grid."""
     if runtime.INTERPRETING or device.type != "cuda":
@@ -75,10 +70,6 @@ def _programs(M: int, bm: int, device: torch.device) -> tuple[int, int]:
         target = GPU_PROGRAMS_PER_SM * torch.cuda.get_device_properties(index).multi_processor_count
     rows = triton.cdiv(triton.cdiv(M, target), bm) * bm
     return rows, triton.cdiv(M, rows)
-
-
-def _dropout_scalars(p: float) -> tuple[float, float]:
-    return float(p), (0.0 if p >= 1.0 else 1.0 / (1.0 - p))
 
 
 def forward(x2, weight, bias, eps, residual=None, p=0.0, seed=0):
@@ -95,7 +86,7 @@ def forward(x2, weight, bias, eps, residual=None, p=0.0, seed=0):
     layer_norm_forward_kernel[(triton.cdiv(M, rows),)](
         x2, residual if residual is not None else x2, h, y,
         weight if weight is not None else stats, bias if bias is not None else stats, stats,
-        M, N, rows, *_split(float(eps)), *_dropout_scalars(p), seed if p > 0 else 0,
+        M, N, rows, *runtime.float_pair(float(eps)), *dropout_scalars(p), seed if p > 0 else 0,
         HAS_WEIGHT=weight is not None, HAS_BIAS=bias is not None, RESIDUAL=residual is not None, DROPOUT=p > 0,
         **b,
     )
@@ -119,7 +110,7 @@ def backward(dy2, x2, weight, stats, need_x, need_params, param_dtype, dh=None, 
     layer_norm_backward_kernel[(programs,)](
         dy2, x2, weight if weight is not None else stats, stats, dx if dx is not None else dy2, partial,
         dh if dh is not None else dy2, dd if dd is not None else dy2,
-        M, N, rows, programs if need_params else 1, *_dropout_scalars(p), seed if p > 0 else 0,
+        M, N, rows, programs if need_params else 1, *dropout_scalars(p), seed if p > 0 else 0,
         HAS_WEIGHT=weight is not None, NEED_X=need_x, NEED_PARAMS=need_params, HAS_DH=dh is not None,
         DROPOUT=p > 0, **b,
     )
