@@ -113,6 +113,21 @@ def test_layer_norm_empty_batch(device):
     assert m.weight.grad.shape == (5,) and (m.weight.grad == 0).all()
 
 
+@pytest.mark.parametrize("shape,ns", [((3, 0), (0,)), ((2, 3, 0, 5), (0, 5)), ((2, 0, 4), (4,))])
+def test_layer_norm_zero_sized_normalized_shape(shape, ns, device):
+    """Rows of zero elements (or zero rows): empty outputs and zero parameter grads, as torch."""
+    ours, ref = tritonn.LayerNorm(ns).to(device), torch.nn.LayerNorm(ns).to(device)
+    x = torch.randn(shape, device=device, requires_grad=True)
+    y = ours(x)
+    assert y.shape == ref(x).shape == shape
+    y.sum().backward()
+    assert x.grad.shape == shape
+    assert ours.weight.grad.shape == ours.bias.grad.shape == ns
+    assert (ours.weight.grad == 0).all() and (ours.bias.grad == 0).all()
+    h, z = ln_ops.add_dropout_layer_norm(x, x.detach(), ns, ours.weight, ours.bias, 1e-5, 0.2)
+    assert h.shape == z.shape == shape
+
+
 def test_layer_norm_no_native_compute(device):
     m = tritonn.LayerNorm(12).to(device)
     x = torch.randn(3, 12, device=device, requires_grad=True)

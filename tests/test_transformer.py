@@ -5,6 +5,8 @@ parameter (tritonn.testing's rule), the tritonn module loaded with the torch
 module's state_dict and both called through torch.func.functional_call.
 """
 
+import copy
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -132,10 +134,13 @@ def test_encoder_stack_from_torch_layer():
     layer = torch.nn.TransformerEncoderLayer(E, H, FF, dropout=0.0, norm_first=True)
     norm = torch.nn.LayerNorm(E)
     ref = torch.nn.TransformerEncoder(layer, 2, norm, enable_nested_tensor=False)
-    ours = tritonn.TransformerEncoder(layer, 2, norm)
-    assert type(layer) is torch.nn.TransformerEncoderLayer and type(norm) is torch.nn.LayerNorm  # untouched
+    ours = tritonn.TransformerEncoder(layer, 2, torch.nn.LayerNorm(E))
+    assert type(layer) is torch.nn.TransformerEncoderLayer  # cloned, as torch clones it
     assert all(type(m) is tritonn.TransformerEncoderLayer for m in ours.layers)
     assert type(ours.norm) is tritonn.LayerNorm and type(ours.layers[0].linear1) is tritonn.Linear
+    assert ref.norm is norm  # torch keeps the caller's norm; so does tritonn, converted in place
+    shared = torch.nn.LayerNorm(E)
+    assert tritonn.TransformerEncoder(layer, 1, shared).norm is shared and type(shared) is tritonn.LayerNorm
     ours.load_state_dict(ref.state_dict())
     S = 5
     kpm = torch.zeros(2, S, dtype=torch.bool)
@@ -155,6 +160,40 @@ def test_decoder_stack_from_torch_layer():
                      lambda m, tgt, memory, tgt_mask: m(tgt, memory, tgt_mask=tgt_mask, tgt_is_causal=True))
 
 
+@pytest.mark.parametrize("given", [None, False, True])
+def test_containers_detect_a_causal_mask_like_torch(given):
+    """is_causal=None: the containers compare the mask with the causal one, as torch does,
+    and hand the layers the same flag torch hands them."""
+    S = 5
+    causal = torch.nn.Transformer.generate_square_subsequent_mask(S, dtype=F64)
+    other = causal.clone()
+    other[0, 1] = 0.0
+    for mask in (causal, other, None):
+        if given and mask is None:
+            continue  # torch raises for is_causal=True without a mask
+        layer = torch.nn.TransformerEncoderLayer(E, H, FF, dropout=0.0, batch_first=True)
+        ref = torch.nn.TransformerEncoder(layer, 2, enable_nested_tensor=False).double()
+        ours = tritonn.TransformerEncoder(layer, 2).double()
+        ours.load_state_dict(ref.state_dict())
+        seen = {}
+        for name, model in (("torch", ref), ("tritonn", ours)):
+            model.layers[0].register_forward_pre_hook(
+                lambda m, a, kw, name=name: seen.__setitem__(name, kw["is_causal"]), with_kwargs=True)
+        x = _x(2, S, E)
+        torch.testing.assert_close(ours(x, mask=mask, is_causal=given), ref(x, mask=mask, is_causal=given))
+        assert seen["tritonn"] == seen["torch"] == (given if given is not None else mask is causal)
+        tgt, mem = _x(S, 2, E), _x(3, 2, E)
+        ref = torch.nn.TransformerDecoder(torch.nn.TransformerDecoderLayer(E, H, FF, dropout=0.0), 1).double()
+        ours = tritonn.TransformerDecoder(torch.nn.TransformerDecoderLayer(E, H, FF, dropout=0.0), 1).double()
+        ours.load_state_dict(ref.state_dict())
+        for name, model in (("torch", ref), ("tritonn", ours)):
+            model.layers[0].register_forward_pre_hook(
+                lambda m, a, kw, name=name: seen.__setitem__(name, kw["tgt_is_causal"]), with_kwargs=True)
+        torch.testing.assert_close(ours(tgt, mem, tgt_mask=mask, tgt_is_causal=given),
+                                   ref(tgt, mem, tgt_mask=mask, tgt_is_causal=given))
+        assert seen["tritonn"] == seen["torch"] == (given if given is not None else mask is causal)
+
+
 def test_transformer_full():
     kw = dict(d_model=E, nhead=H, num_encoder_layers=2, num_decoder_layers=1, dim_feedforward=FF, dropout=0.0,
               batch_first=True)
@@ -172,9 +211,10 @@ def test_transformer_custom_encoder_decoder():
     dec = torch.nn.TransformerDecoder(torch.nn.TransformerDecoderLayer(E, H, FF, dropout=0.0, norm_first=True), 1,
                                       torch.nn.LayerNorm(E))
     ref = torch.nn.Transformer(E, H, custom_encoder=enc, custom_decoder=dec)
-    ours = tritonn.Transformer(E, H, custom_encoder=enc, custom_decoder=dec)
-    assert type(enc.layers[0]) is torch.nn.TransformerEncoderLayer  # the caller's modules stay torch
+    assert ref.encoder is enc and ref.decoder is dec
+    ours = tritonn.Transformer(E, H, custom_encoder=copy.deepcopy(enc), custom_decoder=copy.deepcopy(dec))
     assert type(ours.encoder.layers[0].self_attn) is tritonn.MultiheadAttention
+    assert type(ours.decoder.norm) is tritonn.LayerNorm
     ours.load_state_dict(ref.state_dict())
     _compare_modules(ours, ref, {"src": _x(4, 2, E), "tgt": _x(3, 2, E)}, lambda m, src, tgt: m(src, tgt),
                      reduction=64)
@@ -347,5 +387,6 @@ def test_transformer_accepts_torch_positional_arguments():
     enc = torch.nn.TransformerEncoder(torch.nn.TransformerEncoderLayer(E, H, FF), 1)
     dec = torch.nn.TransformerDecoder(torch.nn.TransformerDecoderLayer(E, H, FF), 1)
     model = tritonn.Transformer(E, H, 1, 1, FF, 0.1, "relu", enc, dec)
-    assert type(model.encoder.layers[0]) is tritonn.TransformerEncoderLayer
-    assert type(enc.layers[0]) is torch.nn.TransformerEncoderLayer  # the caller's stays torch
+    assert model.encoder is enc and model.decoder is dec  # the caller's objects, as in torch
+    assert type(enc) is tritonn.TransformerEncoder and type(enc.layers[0]) is tritonn.TransformerEncoderLayer
+    assert type(dec.layers[0].multihead_attn) is tritonn.MultiheadAttention

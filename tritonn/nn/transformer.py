@@ -23,11 +23,11 @@ backward sums the two gradients in Triton, so that autograd adds nothing nativel
 from __future__ import annotations
 
 import copy
-import inspect
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+from torch.nn.modules.transformer import _detect_is_causal_mask, _get_seq_len
 
 from ..ops.dropout import dropout, fork, residual_dropout
 from ..ops.layer_norm import add_dropout_layer_norm
@@ -57,12 +57,6 @@ def tritonize(module: torch.nn.Module) -> torch.nn.Module:
         if cls is not None:
             m.__class__ = cls
     return module
-
-
-def _needs_swap(module: torch.nn.Module) -> bool:
-    return any(type(m) in _SWAPS or type(m) in (torch.nn.TransformerEncoderLayer, torch.nn.TransformerDecoderLayer,
-                                                  torch.nn.TransformerEncoder, torch.nn.TransformerDecoder)
-               for m in module.modules())
 
 
 _GLOBAL_HOOKS = ("_global_forward_hooks", "_global_forward_pre_hooks", "_global_backward_hooks",
@@ -185,21 +179,23 @@ class TransformerDecoderLayer(torch.nn.TransformerDecoderLayer):
 
 class TransformerEncoder(torch.nn.TransformerEncoder):
     """Drop-in for :class:`torch.nn.TransformerEncoder`: a torch (or tritonn) layer is
-    cloned ``num_layers`` times as tritonn layers; ``norm`` likewise. No nested tensors."""
+    cloned ``num_layers`` times as tritonn layers. ``norm`` is used as given, as torch
+    does (the same object), its torch submodules turned into their tritonn twins in
+    place. No nested tensors. ``is_causal=None`` detects a causal ``mask`` like torch
+    (one comparison of the mask), so attention can skip the masked tiles."""
 
     def __init__(self, encoder_layer, num_layers, norm=None, enable_nested_tensor=True, mask_check=True):
         super().__init__(encoder_layer, num_layers, norm, enable_nested_tensor=False, mask_check=mask_check)
         self.enable_nested_tensor = enable_nested_tensor
         self.use_nested_tensor = False
-        if self.norm is not None and _needs_swap(self.norm):
-            self.norm = tritonize(copy.deepcopy(self.norm))
         tritonize(self)
 
     def forward(self, src: Tensor, mask: Tensor | None = None, src_key_padding_mask: Tensor | None = None,
                 is_causal: bool | None = None) -> Tensor:
+        is_causal = _detect_is_causal_mask(mask, is_causal, _get_seq_len(src, self.layers[0].self_attn.batch_first))
         out = src
         for mod in self.layers:
-            out = mod(out, src_mask=mask, is_causal=bool(is_causal), src_key_padding_mask=src_key_padding_mask)
+            out = mod(out, src_mask=mask, is_causal=is_causal, src_key_padding_mask=src_key_padding_mask)
         if self.norm is not None:
             out = self.norm(out)
         return out
@@ -210,18 +206,18 @@ class TransformerDecoder(torch.nn.TransformerDecoder):
 
     def __init__(self, decoder_layer, num_layers, norm=None):
         super().__init__(decoder_layer, num_layers, norm)
-        if self.norm is not None and _needs_swap(self.norm):
-            self.norm = tritonize(copy.deepcopy(self.norm))
         tritonize(self)
 
     def forward(self, tgt: Tensor, memory: Tensor, tgt_mask: Tensor | None = None, memory_mask: Tensor | None = None,
                 tgt_key_padding_mask: Tensor | None = None, memory_key_padding_mask: Tensor | None = None,
                 tgt_is_causal: bool | None = None, memory_is_causal: bool = False) -> Tensor:
+        seq_len = _get_seq_len(tgt, self.layers[0].self_attn.batch_first)
+        tgt_is_causal = _detect_is_causal_mask(tgt_mask, tgt_is_causal, seq_len)
         out = tgt
         for mod in self.layers:
             out = mod(out, memory, tgt_mask=tgt_mask, memory_mask=memory_mask,
                       tgt_key_padding_mask=tgt_key_padding_mask, memory_key_padding_mask=memory_key_padding_mask,
-                      tgt_is_causal=bool(tgt_is_causal), memory_is_causal=memory_is_causal)
+                      tgt_is_causal=tgt_is_causal, memory_is_causal=memory_is_causal)
         if self.norm is not None:
             out = self.norm(out)
         return out
@@ -229,17 +225,10 @@ class TransformerDecoder(torch.nn.TransformerDecoder):
 
 class Transformer(torch.nn.Transformer):
     """Drop-in for :class:`torch.nn.Transformer` on tritonn layers. A custom encoder or
-    decoder made of torch modules is copied and converted (the caller's stays torch);
-    other custom modules are used as given. ``forward`` and
+    decoder is used as given, as torch does (the same object); torch modules inside it
+    become their tritonn twins in place. ``forward`` and
     ``generate_square_subsequent_mask`` are torch's."""
 
     def __init__(self, *args, **kwargs):
-        bound = inspect.signature(torch.nn.Transformer.__init__).bind(self, *args, **kwargs)
-        arguments = dict(bound.arguments)
-        del arguments["self"]
-        for name in ("custom_encoder", "custom_decoder"):
-            custom = arguments.get(name)
-            if custom is not None and _needs_swap(custom):
-                arguments[name] = tritonize(copy.deepcopy(custom))
-        super().__init__(**arguments)
+        super().__init__(*args, **kwargs)
         tritonize(self)

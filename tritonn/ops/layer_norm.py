@@ -121,8 +121,8 @@ def backward(dy2, x2, weight, stats, need_x, need_params, param_dtype, dh=None, 
 
 class LayerNormFunction(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x, weight, bias, N, eps):
-        x2 = x.contiguous().view(-1, N) if x.numel() else x.reshape(-1, N)
+    def forward(ctx, x, weight, bias, M, N, eps):
+        x2 = x.contiguous().view(M, N)
         y, stats, _ = forward(x2, weight, bias, eps)
         ctx.save_for_backward(x2, weight, stats)
         ctx.x_shape = x.shape
@@ -138,7 +138,12 @@ class LayerNormFunction(torch.autograd.Function):
         need_x, need_w, need_b = ctx.needs_input_grad[:3]
         dx, dw, db, _ = backward(dy.reshape(x2.shape), x2, weight, stats, need_x, need_w or need_b, ctx.param_dtype)
         return (dx.view(ctx.x_shape) if dx is not None else None, dw.view(ctx.param_shape) if need_w else None,
-                db.view(ctx.param_shape) if need_b else None, None, None)
+                db.view(ctx.param_shape) if need_b else None, None, None, None)
+
+
+def _rows(x: torch.Tensor, normalized_shape: tuple) -> tuple[int, int]:
+    """(M, N): x as M rows of N = prod(normalized_shape) (either may be 0)."""
+    return math.prod(x.shape[:x.dim() - len(normalized_shape)]), math.prod(normalized_shape)
 
 
 def _check(input, normalized_shape, weight, bias):
@@ -171,16 +176,16 @@ def layer_norm(input: torch.Tensor, normalized_shape, weight: torch.Tensor | Non
         return F.layer_norm(input, normalized_shape, weight, bias, eps)
     weight = weight.contiguous() if weight is not None else None
     bias = bias.contiguous() if bias is not None else None
-    return LayerNormFunction.apply(input, weight, bias, math.prod(normalized_shape), eps)
+    return LayerNormFunction.apply(input, weight, bias, *_rows(input, normalized_shape), eps)
 
 
 class AddDropoutLayerNormFunction(torch.autograd.Function):
     """(h, y) = (r + dropout(x), LayerNorm(h)): one kernel forward, one (+ column sums) backward."""
 
     @staticmethod
-    def forward(ctx, r, x, weight, bias, N, eps, p, seed):
+    def forward(ctx, r, x, weight, bias, M, N, eps, p, seed):
         ctx.set_materialize_grads(False)
-        r2, x2 = r.contiguous().view(-1, N), x.contiguous().view(-1, N)
+        r2, x2 = r.contiguous().view(M, N), x.contiguous().view(M, N)
         y, stats, h = forward(x2, weight, bias, eps, residual=r2, p=p, seed=seed)
         ctx.save_for_backward(h, weight, stats)
         ctx.shape, ctx.p, ctx.seed = r.shape, p, seed
@@ -193,16 +198,16 @@ class AddDropoutLayerNormFunction(torch.autograd.Function):
     def backward(ctx, dh, dy):
         h2, weight, stats = ctx.saved_tensors
         need_r, need_x, need_w, need_b = ctx.needs_input_grad[:4]
-        N = h2.shape[1]
+        M, N = h2.shape
         if dy is None:  # only h was used
             dy = torch.zeros(h2.shape, dtype=h2.dtype, device=h2.device)
-        dr, dw, db, dd = backward(dy.reshape(-1, N), h2, weight, stats, need_r or need_x, need_w or need_b,
-                                  ctx.param_dtype, dh=dh.reshape(-1, N) if dh is not None else None,
+        dr, dw, db, dd = backward(dy.reshape(M, N), h2, weight, stats, need_r or need_x, need_w or need_b,
+                                  ctx.param_dtype, dh=dh.reshape(M, N) if dh is not None else None,
                                   p=ctx.p, seed=ctx.seed)
         dx = (dd if dd is not None else dr) if need_x else None
         return (dr.view(ctx.shape) if need_r else None, dx.view(ctx.shape) if dx is not None else None,
                 dw.view(ctx.param_shape) if need_w else None, db.view(ctx.param_shape) if need_b else None,
-                None, None, None, None)
+                None, None, None, None, None)
 
 
 def add_dropout_layer_norm(residual: torch.Tensor, x: torch.Tensor, normalized_shape, weight=None, bias=None,
@@ -228,5 +233,5 @@ def add_dropout_layer_norm(residual: torch.Tensor, x: torch.Tensor, normalized_s
         return h, F.layer_norm(h, normalized_shape, weight, bias, eps)
     weight = weight.contiguous() if weight is not None else None
     bias = bias.contiguous() if bias is not None else None
-    return AddDropoutLayerNormFunction.apply(residual, x, weight, bias, math.prod(normalized_shape), eps, p,
+    return AddDropoutLayerNormFunction.apply(residual, x, weight, bias, *_rows(residual, normalized_shape), eps, p,
                                              new_seed(p))
