@@ -22,6 +22,7 @@ import torch.nn.functional as F
 import triton
 
 from .. import runtime
+from .compiled import SEED_AT_RUN_TIME, apply, compilable, static_type
 from ..kernels.attention import (
     attention_dkdv_kernel,
     attention_dq_kernel,
@@ -84,6 +85,7 @@ def _precision(dtype: torch.dtype, device: torch.device) -> str:
     return "tf32" if dtype == torch.float32 and device.type == "cuda" and runtime.tf32_enabled() else "ieee"
 
 
+@static_type
 @dataclass
 class Mask:
     """One mask slot: ``view`` broadcast to (B, H, L, <=S) by strides; ``kind`` as in the
@@ -114,6 +116,7 @@ def _mask_args(masks):
     return ptrs, kinds, widths, strides
 
 
+@static_type
 @dataclass
 class Options:
     scale: float
@@ -216,39 +219,43 @@ def attention_weights(q, k, lse, masks, opt: Options, average: bool) -> torch.Te
     return w
 
 
+@compilable("scaled_dot_product_attention")
 class AttentionFunction(torch.autograd.Function):
-    """q (B, H, L, D), k (B, HK, S, D), v (B, HK, S, DV) -> (o (B, H, L, DV), lse)."""
+    """q (B, H, L, D), k (B, HK, S, D), v (B, HK, S, DV) -> (o (B, H, L, DV), lse), and the
+    attention weights (no gradient) when ``weights`` is "average" or "heads": computed
+    here, from the same seed as o's dropout (one op under torch.compile, one seed)."""
 
     @staticmethod
-    def forward(ctx, q, k, v, mask1, mask2, opt, needs_grad):
+    def forward(ctx, q, k, v, mask1, mask2, opt, needs_grad, weights):
         o, lse = _forward(q, k, v, (mask1, mask2), opt)
         ctx.mark_non_differentiable(lse)
         ctx.opt = opt
         ctx.masks = (mask1, mask2)
         if needs_grad:
             ctx.save_for_backward(q, k, v, o, lse)
-        return o, lse
+        if weights == "none":
+            return o, lse
+        w = attention_weights(q, k, lse, (mask1, mask2), opt, weights == "average")
+        ctx.mark_non_differentiable(w)
+        return o, lse, w
 
     @staticmethod
     @first_order("scaled_dot_product_attention")
-    def backward(ctx, grad_o, _grad_lse):
+    def backward(ctx, grad_o, _grad_lse, _grad_weights=None):
         q, k, v, o, lse = ctx.saved_tensors
         need_q = ctx.needs_input_grad[0]
         need_kv = ctx.needs_input_grad[1] or ctx.needs_input_grad[2]
         dq, dk, dv = _backward(q, k, v, o, lse, grad_o, ctx.masks, ctx.opt, need_q, need_kv)
         return dq, dk if ctx.needs_input_grad[1] else None, dv if ctx.needs_input_grad[2] else None, \
-            None, None, None, None
+            None, None, None, None, None
 
 
 def attention(q, k, v, masks=(None, None), opt: Options | None = None, need_weights=False, average=True):
     """The launcher-level entry: 4-D strided q, k, v; returns (o, weights or None)."""
     needs_grad = torch.is_grad_enabled() and any(t.requires_grad for t in (q, k, v))
-    o, lse = AttentionFunction.apply(q, k, v, masks[0], masks[1], opt, needs_grad)
-    weights = None
-    if need_weights:
-        with torch.no_grad():
-            weights = attention_weights(q.detach(), k.detach(), lse, masks, opt, average)
-    return o, weights
+    weights = ("average" if average else "heads") if need_weights else "none"
+    out = apply("scaled_dot_product_attention", q, k, v, masks[0], masks[1], opt, needs_grad, weights)
+    return out[0], (out[2] if need_weights else None)
 
 
 def new_seed(dropout_p: float) -> int:
@@ -257,6 +264,8 @@ def new_seed(dropout_p: float) -> int:
     would compile a different kernel (and 0 marks "no dropout")."""
     if dropout_p <= 0:
         return 0
+    if torch.compiler.is_compiling():
+        return SEED_AT_RUN_TIME  # drawn by the custom op when it runs, not baked into the graph
     return int(torch.randint(2, 2**31 - 1, (1,)).item())
 
 

@@ -30,6 +30,7 @@ import torch.nn.functional as F
 import triton
 
 from .. import runtime
+from .compiled import apply, compilable
 from ..kernels.norm import (
     batch_norm_backward_kernel,
     batch_norm_finalize_grads_kernel,
@@ -232,9 +233,12 @@ _counters: dict = {}
 def _no_counter(device: torch.device) -> torch.Tensor:
     """An int64 stand-in for num_batches_tracked where there is none (never read or
     written: the flags are off), so every launch sees an int64 pointer there."""
-    if device not in _counters:
-        _counters[device] = torch.zeros(1, dtype=torch.long, device=device)
-    return _counters[device]
+    if device in _counters:
+        return _counters[device]
+    counter = torch.zeros(1, dtype=torch.long, device=device)
+    if type(counter) is torch.Tensor:  # not a fake tensor of torch.compile's tracing
+        _counters[device] = counter
+    return counter
 
 
 def _chunk_args(p: dict) -> tuple:
@@ -366,6 +370,7 @@ def backward(grad_y, x, stats, weight, bias, *, batch_stats, activation, need_x,
 # ---------------------------------------------------------------- autograd
 
 
+@compilable("batch_norm", mutates=(3, 4, 5))
 class BatchNormFunction(torch.autograd.Function):
     """x (N, C, *), weight/bias (C,) or None; running statistics and the batch counter
     are updated in place (not differentiable), like torch's."""
@@ -528,7 +533,7 @@ def batch_norm(
     # contiguous copies (differentiable for the parameters, copied back for updated statistics).
     weight, bias, mean, var = (t.contiguous() if t is not None else None
                                for t in (weight, bias, running_mean, running_var))
-    y = BatchNormFunction.apply(input, weight, bias, mean, var, num_batches_tracked if training else None,
+    y = apply("batch_norm", input, weight, bias, mean, var, num_batches_tracked if training else None,
                                 training, momentum, eps, act, needs_grad)
     if training:
         for stat, copy in ((running_mean, mean), (running_var, var)):

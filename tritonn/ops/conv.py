@@ -21,6 +21,7 @@ import torch.nn.functional as F
 import triton
 
 from .. import runtime
+from .compiled import apply, compilable, static_type
 from ..kernels.conv import (
     conv_dgrad_kernel,
     conv_forward_kernel,
@@ -38,6 +39,7 @@ PADDING_MODES = ("zeros", "reflect", "replicate", "circular")
 PAD_FOLD_BLOCK = 256
 
 
+@static_type
 @dataclass(frozen=True)
 class ConvGeometry:
     """Everything about a convolution but the tensors. Padding is (top, bottom, left, right)."""
@@ -358,6 +360,7 @@ def activation_backward_4d(dy: torch.Tensor, z: torch.Tensor, activation: str) -
     return dz.view([z.shape[i] for i in order]).permute([order.index(i) for i in range(4)])
 
 
+@compilable("conv2d")
 class Conv2dFunction(torch.autograd.Function):
     """x (N, C_in, H, W), weight (C_out, C_in/groups, KH, KW), bias (C_out,) or None."""
 
@@ -424,5 +427,5 @@ def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, 
     unbatched = input.dim() == 3
     x = input.unsqueeze(0) if unbatched else input
     needs_grad = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (input, weight, bias))
-    y = Conv2dFunction.apply(x, weight, bias, geo, act, needs_grad)
+    y = apply("conv2d", x, weight, bias, geo, act, needs_grad)
     return y.squeeze(0) if unbatched else y

@@ -12,6 +12,7 @@ import torch
 import triton
 
 from .. import runtime
+from .compiled import apply, compilable
 from ..kernels.dropout import dropout_kernel, residual_dropout_kernel
 from .attention import new_seed
 from .autograd import first_order
@@ -40,6 +41,7 @@ def apply_dropout_mask(x: torch.Tensor, p: float, seed: int) -> torch.Tensor:
     return out
 
 
+@compilable("dropout")
 class DropoutFunction(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, p, seed):
@@ -52,6 +54,7 @@ class DropoutFunction(torch.autograd.Function):
         return apply_dropout_mask(dy, ctx.p, ctx.seed), None, None
 
 
+@compilable("residual_dropout")
 class ResidualDropoutFunction(torch.autograd.Function):
     @staticmethod
     def forward(ctx, r, x, p, seed):
@@ -79,7 +82,7 @@ def dropout(input: torch.Tensor, p: float = 0.5, training: bool = True, inplace:
     if not runtime.runs_on_triton(input):
         runtime.fallback("dropout", input)
         return torch.nn.functional.dropout(input, p, training, inplace)
-    return DropoutFunction.apply(input, float(p), new_seed(p))
+    return apply("dropout", input, float(p), new_seed(p))
 
 
 def residual_dropout(residual: torch.Tensor, x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
@@ -92,7 +95,7 @@ def residual_dropout(residual: torch.Tensor, x: torch.Tensor, p: float, training
     if not runtime.runs_on_triton(residual, x):
         runtime.fallback("residual_dropout", residual, x)
         return residual + torch.nn.functional.dropout(x, p, p > 0)
-    return ResidualDropoutFunction.apply(residual, x, p, new_seed(p))
+    return apply("residual_dropout", residual, x, p, new_seed(p))
 
 
 def _add(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -118,7 +121,8 @@ class ForkFunction(torch.autograd.Function):
 
 
 def fork(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(x, x) for a residual branch point; the backward sums the two gradients in Triton."""
-    if torch.is_grad_enabled() and x.requires_grad and runtime.runs_on_triton(x):
+    """(x, x) for a residual branch point; the backward sums the two gradients in Triton.
+    Under torch.compile plain (x, x): the compiler generates (and fuses) that sum."""
+    if torch.is_grad_enabled() and x.requires_grad and runtime.runs_on_triton(x) and not torch.compiler.is_compiling():
         return ForkFunction.apply(x)
     return x, x

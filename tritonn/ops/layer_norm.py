@@ -18,6 +18,7 @@ import torch.nn.functional as F
 import triton
 
 from .. import runtime
+from .compiled import apply, compilable
 from ..kernels.norm import layer_norm_backward_kernel, layer_norm_forward_kernel
 from .autograd import first_order
 from .dropout import dropout_scalars
@@ -119,6 +120,7 @@ def backward(dy2, x2, weight, stats, need_x, need_params, param_dtype, dh=None, 
     return dx, column_sum(partial[0], param_dtype), column_sum(partial[1], param_dtype), dd
 
 
+@compilable("layer_norm")
 class LayerNormFunction(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, weight, bias, M, N, eps):
@@ -176,9 +178,10 @@ def layer_norm(input: torch.Tensor, normalized_shape, weight: torch.Tensor | Non
         return F.layer_norm(input, normalized_shape, weight, bias, eps)
     weight = weight.contiguous() if weight is not None else None
     bias = bias.contiguous() if bias is not None else None
-    return LayerNormFunction.apply(input, weight, bias, *_rows(input, normalized_shape), eps)
+    return apply("layer_norm", input, weight, bias, *_rows(input, normalized_shape), eps)
 
 
+@compilable("add_dropout_layer_norm")
 class AddDropoutLayerNormFunction(torch.autograd.Function):
     """(h, y) = (r + dropout(x), LayerNorm(h)): one kernel forward, one (+ column sums) backward."""
 
@@ -233,5 +236,5 @@ def add_dropout_layer_norm(residual: torch.Tensor, x: torch.Tensor, normalized_s
         return h, F.layer_norm(h, normalized_shape, weight, bias, eps)
     weight = weight.contiguous() if weight is not None else None
     bias = bias.contiguous() if bias is not None else None
-    return AddDropoutLayerNormFunction.apply(residual, x, weight, bias, *_rows(residual, normalized_shape), eps, p,
+    return apply("add_dropout_layer_norm", residual, x, weight, bias, *_rows(residual, normalized_shape), eps, p,
                                              new_seed(p))

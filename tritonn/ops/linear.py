@@ -15,6 +15,7 @@ import math
 import torch
 import torch.nn.functional as F
 from .. import runtime
+from .compiled import apply, compilable
 from .autograd import activation_input, first_order, keeps_preact
 from .gemm import activation_backward, column_sum, gemm
 
@@ -46,6 +47,7 @@ def torch_activation(x: torch.Tensor, name: str) -> torch.Tensor:
     return x
 
 
+@compilable("linear")
 class LinearFunction(torch.autograd.Function):
     """x (M, K), weight (N, K), bias (N,) or None -> y (M, N)."""
 
@@ -158,5 +160,5 @@ def linear(
     out_features = w2.shape[0]
     b = bias.reshape(-1).expand(out_features) if bias is not None else None
     needs_grad = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (input, weight, bias))
-    y = LinearFunction.apply(input.reshape(math.prod(lead), input.shape[-1]), w2, b, act, needs_grad)
+    y = apply("linear", input.reshape(math.prod(lead), input.shape[-1]), w2, b, act, needs_grad)
     return y.reshape(lead) if weight.dim() == 1 else y.reshape(*lead, out_features)

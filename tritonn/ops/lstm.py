@@ -24,8 +24,10 @@ import torch
 import triton
 
 from .. import runtime
+from .compiled import apply, compilable, static_type
 from ..kernels.rnn import lstm_backward_kernel, lstm_forward_kernel
 from .autograd import first_order
+from .attention import new_seed
 from .dropout import apply_dropout_mask
 from .gemm import _input_precision, column_sum, gemm
 
@@ -39,6 +41,7 @@ def _blocks():
     return INTERPRETER_BLOCKS if runtime.INTERPRETING else GPU_BLOCKS
 
 
+@static_type
 @dataclass
 class LSTMSpec:
     """Everything about a call but the tensors."""
@@ -228,6 +231,7 @@ def _backward(spec: LSTMSpec, needs, x, h0, c0, params, saved, grad_y, grad_hn, 
     return (dx if need_x else None, dh0 if need_h0 else None, dc0 if need_c0 else None, grads)
 
 
+@compilable("lstm")
 class LSTMFunction(torch.autograd.Function):
     """x (rows, I), h0 (layers*D, N, R), c0 (layers*D, N, H), params -> y (rows, D*R), h_n, c_n."""
 
@@ -359,10 +363,9 @@ def lstm(input, hx, params, has_biases: bool, num_layers: int, dropout: float, t
                         N, L, st, sb, False)
         x = input.contiguous().view(-1, input.shape[-1])
     if spec.train and spec.dropout > 0 and num_layers > 1:
-        seed = torch.randint(2, 2**31 - 1, (num_layers - 1,))  # never 1: Triton would specialize it
-        spec.seeds = tuple(int(s) for s in seed.tolist())
+        spec.seeds = tuple(new_seed(spec.dropout) for _ in range(num_layers - 1))
     needs_grad = torch.is_grad_enabled() and any(t.requires_grad for t in (input, h0, c0, *params))
-    y, hn, cn = LSTMFunction.apply(spec, needs_grad, x, h0.contiguous(), c0.contiguous(), *params)
+    y, hn, cn = apply("lstm", spec, needs_grad, x, h0.contiguous(), c0.contiguous(), *params)
     if not packed:
         y = y.view(*input.shape[:2], D * R)
     return y, hn, cn

@@ -22,6 +22,7 @@ import torch.nn.functional as F
 import triton
 
 from .. import runtime
+from .compiled import apply, compilable
 from ..kernels.pool import (
     max_pool2d_nchw_backward_kernel,
     max_pool2d_nchw_kernel,
@@ -287,6 +288,7 @@ def max_pool2d_backward(grad_y: torch.Tensor, idx: torch.Tensor, input_shape, ke
 # ---------------------------------------------------------------- autograd
 
 
+@compilable("max_pool2d")
 class MaxPool2dFunction(torch.autograd.Function):
     """x (N, C, H, W) -> (y, idx). idx: int64 flat indices when ``return_indices``
     (returned, non-differentiable, and reused by backward), else tap numbers that
@@ -340,8 +342,8 @@ def max_pool2d(
     unbatched = input.dim() == 3
     nhwc = channels_last(input)  # always False for 3-D input, like torch
     x = input.unsqueeze(0) if unbatched else input
-    if torch.is_grad_enabled() and input.requires_grad:
-        out = MaxPool2dFunction.apply(x, kernel, stride, padding, dilation, out_hw, bool(return_indices), nhwc)
+    if (torch.is_grad_enabled() and input.requires_grad) or torch.compiler.is_compiling():  # compile: one op
+        out = apply("max_pool2d", x, kernel, stride, padding, dilation, out_hw, bool(return_indices), nhwc)
         y, idx = out if return_indices else (out, None)
     else:
         y, idx = max_pool2d_forward(x, kernel, stride, padding, dilation, out_hw,

@@ -54,8 +54,16 @@ class Split(torch.autograd.Function):
         return out, None, None
 
 
+def _split(x, sizes, dim):
+    """Split.apply; under torch.compile plain views, whose gradient copies the compiler
+    generates itself (Split only keeps autograd's native ones out of eager mode)."""
+    if torch.compiler.is_compiling():
+        return tuple(x.split(sizes, dim))
+    return Split.apply(x, sizes, dim)
+
+
 def _split_bias(in_proj_bias, embed_dim):
-    return Split.apply(in_proj_bias, [embed_dim] * 3, 0) if in_proj_bias is not None else (None, None, None)
+    return _split(in_proj_bias, [embed_dim] * 3, 0) if in_proj_bias is not None else (None, None, None)
 
 
 class AppendBias(torch.autograd.Function):
@@ -73,6 +81,12 @@ class AppendBias(torch.autograd.Function):
         rows = grad.shape[0] - 1
         grad_bias = column_sum(grad[rows], grad.dtype).view(1, 1, -1) if ctx.needs_input_grad[1] else None
         return grad[:rows], grad_bias
+
+
+def _append_bias(x, bias):
+    if torch.compiler.is_compiling():  # as _split: the compiler generates the batch sum itself
+        return torch.cat([x, bias.expand(1, x.shape[1], x.shape[2])])
+    return AppendBias.apply(x, bias)
 
 
 def _check_mask(mask, name, other, other_name):
@@ -147,15 +161,15 @@ def multi_head_attention_forward(
             raise AssertionError("use_separate_proj_weight is False but in_proj_weight is None")
         if query is key and key is value:  # self-attention: one GEMM for q, k and v
             qkv = linear(query, in_proj_weight, in_proj_bias)
-            q, k, v = Split.apply(qkv, [embed_dim] * 3, -1)
+            q, k, v = _split(qkv, [embed_dim] * 3, -1)
         elif key is value:  # cross-attention: q from the query, k and v from one GEMM
             sizes = [embed_dim, 2 * embed_dim]
-            w_q, w_kv = Split.apply(in_proj_weight, sizes, 0)
-            b_q, b_kv = Split.apply(in_proj_bias, sizes, 0) if in_proj_bias is not None else (None, None)
+            w_q, w_kv = _split(in_proj_weight, sizes, 0)
+            b_q, b_kv = _split(in_proj_bias, sizes, 0) if in_proj_bias is not None else (None, None)
             q = linear(query, w_q, b_q)
-            k, v = Split.apply(linear(key, w_kv, b_kv), [embed_dim] * 2, -1)
+            k, v = _split(linear(key, w_kv, b_kv), [embed_dim] * 2, -1)
         else:
-            w_q, w_k, w_v = Split.apply(in_proj_weight, [embed_dim] * 3, 0)
+            w_q, w_k, w_v = _split(in_proj_weight, [embed_dim] * 3, 0)
             b_q, b_k, b_v = _split_bias(in_proj_bias, embed_dim)
             q, k, v = linear(query, w_q, b_q), linear(key, w_k, b_k), linear(value, w_v, b_v)
     else:
@@ -184,8 +198,7 @@ def multi_head_attention_forward(
             raise AssertionError("bias cannot be added to static key.")
         if static_v is not None:
             raise AssertionError("bias cannot be added to static value.")
-        k = AppendBias.apply(k, bias_k)
-        v = AppendBias.apply(v, bias_v)
+        k, v = _append_bias(k, bias_k), _append_bias(v, bias_v)
     elif bias_k is not None:
         raise AssertionError("bias_k is set but bias_v is None")
     elif bias_v is not None:
