@@ -446,3 +446,41 @@ def test_every_layer_round_trips(torch_cls):
     frozen = copy.deepcopy(ours).requires_grad_(False)
     assert not any(p.requires_grad for p in frozen.parameters())
     assert repr(ours) == repr(plain)
+
+
+IN_PLACE_CASES = {
+    "linear": (lambda: nn.Linear(4, 5), (2, 3, 4)),
+    "conv1x1": (lambda: nn.Conv2d(3, 4, 1), (2, 3, 4, 4)),
+    "batch_norm": (lambda: nn.BatchNorm2d(3), (2, 3, 4, 4)),
+    "max_pool": (lambda: nn.MaxPool2d(2), (2, 3, 4, 4)),
+    "layer_norm": (lambda: nn.LayerNorm(4), (3, 4)),
+    "encoder_layer": (lambda: nn.TransformerEncoderLayer(4, 2, 8, dropout=0.0), (3, 2, 4)),
+}
+
+
+@pytest.mark.parametrize("case", list(IN_PLACE_CASES))
+def test_in_place_ops_on_layer_outputs_like_torch(case):
+    """nn.ReLU(inplace=True) after a layer (VGG's classifier, ResNet's stem): a layer's
+    output must not be a view made inside an autograd Function, which autograd would
+    refuse to modify in place."""
+    make, shape = IN_PLACE_CASES[case]
+    torch.manual_seed(0)
+    ref = nn.Sequential(make(), nn.ReLU(inplace=True)).double()
+    ours = tritonn.convert(ref)
+    x = torch.randn(shape, dtype=F64, requires_grad=True)
+    x2 = x.detach().clone().requires_grad_()
+    out_ref, out = ref(x), ours(x2)  # the ReLU writes into the layer's output
+    torch.testing.assert_close(out, out_ref, **TOL)
+    out_ref.sum().backward()
+    out.sum().backward()
+    torch.testing.assert_close(x2.grad, x.grad, **TOL)
+
+
+def test_in_place_on_attention_and_lstm_outputs():
+    mha = tritonn.MultiheadAttention(4, 2)
+    x = torch.randn(3, 2, 4, requires_grad=True)
+    mha(x, x, x)[0].relu_().sum().backward()
+    lstm = tritonn.LSTM(4, 3)
+    y, (h, c) = lstm(x)
+    (y.relu_().sum() + h.mul_(2).sum() + c.add_(1).sum()).backward()
+    assert x.grad is not None and all(p.grad is not None for p in lstm.parameters())
