@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The prepared GPU session (GUIDE.md section 6): tests, then benchmarks, then tables.
+# The prepared GPU session (../shared/GUIDE.md section 6): tests, then benchmarks, then tables.
 #
 #   bash benchmarks/gpu_check.sh OUTDIR        # from the repo root
 #
@@ -7,15 +7,15 @@
 # nothing is installed, the repo is used from PYTHONPATH, plus .gpu-deps/ (pytest,
 # pytest-benchmark, pytest-xdist, made by benchmarks/gpu_deps.sh on the CPU machine and
 # carried to the GPU one) when it exists. Every step is bounded by
-# `timeout` (tests 240 s + benchmarks 200 s + render, about 8 minutes in all; override
-# with TESTS_TIMEOUT / BENCH_TIMEOUT; BENCH_K="bf16" passes -k "bf16" to the
+# `timeout` (tests 240 s + benchmarks 200 s + the three examples at GPU size, 150 s each at
+# most + render; override with TESTS_TIMEOUT / BENCH_TIMEOUT / EXAMPLES_TIMEOUT; BENCH_K="bf16" passes -k "bf16" to the
 # benchmarks to run a subset). A timeout sends SIGINT, so pytest still writes
 # its summary and pytest-benchmark its JSON; the benchmarks also append one JSON line
 # per case to OUTDIR/bench.jsonl, which render.py reads when bench.json is missing
 # (run killed, or pytest-benchmark not installed there).
 #
 # The benchmarks run even when the tests fail. Exit status: the tests' when they
-# failed, else 3 if the benchmarks or the rendering failed, else 0.
+# failed, else 3 if the benchmarks, an example or the rendering failed, else 0.
 # OUTDIR/status.txt records every step's exit code (124: timed out).
 
 set -u -o pipefail
@@ -81,18 +81,27 @@ fi
 timeout -s INT -k 20 "$BENCH_TIMEOUT" "$PY" -m pytest benchmarks "${bench_args[@]}" 2>&1 | tee -a "$OUT/bench.log"
 bench_rc=${PIPESTATUS[0]}
 
+echo "== examples at GPU size, timed against plain torch (timeout ${EXAMPLES_TIMEOUT:-150}s each)"
+examples_rc=0
+for example in cnn char_lstm transformer; do
+    timeout -s INT -k 10 "${EXAMPLES_TIMEOUT:-150}" "$PY" "examples/$example.py" --json "$OUT/example_$example.json" \
+        2>&1 | tee "$OUT/example_$example.log"
+    rc=${PIPESTATUS[0]}
+    [ "$rc" -eq 0 ] || examples_rc=$rc
+done
+
 echo "== render"
 results="$OUT/bench.json"
 [ -s "$results" ] || results="$OUT/bench.jsonl"
 timeout 60 "$PY" benchmarks/render.py "$results" --out "$OUT" 2>&1 | tee "$OUT/render.log"
 render_rc=${PIPESTATUS[0]}
 
-status="tests_rc=$tests_rc bench_rc=$bench_rc render_rc=$render_rc rendered_from=$(basename "$results")"
+status="tests_rc=$tests_rc bench_rc=$bench_rc examples_rc=$examples_rc render_rc=$render_rc rendered_from=$(basename "$results")"
 echo "$status" | tee "$OUT/status.txt"
 if [ "$tests_rc" -ne 0 ]; then
     exit "$tests_rc"
 fi
-if [ "$bench_rc" -ne 0 ] || [ "$render_rc" -ne 0 ]; then
+if [ "$bench_rc" -ne 0 ] || [ "$examples_rc" -ne 0 ] || [ "$render_rc" -ne 0 ]; then
     exit 3
 fi
 exit 0

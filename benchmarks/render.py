@@ -6,8 +6,9 @@ RESULTS is pytest-benchmark's ``--benchmark-json`` file, or the JSONL file the
 benchmarks append to when ``TRITONN_BENCH_JSONL`` is set (kept for runs cut short,
 or machines without pytest-benchmark). The numbers come from each record's
 ``extra_info`` (see conftest.py), never from pytest-benchmark's own statistics.
-torch and tritonn records are paired per (case, shape, dtype, mode); speedup is
-torch_ms / tritonn_ms, so above 1 means tritonn is faster.
+torch, torch.compile and tritonn records are paired per (case, shape, dtype, mode);
+speedup is torch_ms / tritonn_ms (and torch.compile_ms / tritonn_ms), so above 1 means
+tritonn is faster.
 
 Writes DIR/<name>.md and DIR/<name>_speedup.png for each benchmark file
 (test_bench_<name>.py). The PNG needs matplotlib; without it only the markdown is
@@ -25,7 +26,7 @@ from pathlib import Path
 KEY = ("case", "shape", "dtype", "mode")
 ENV = ("gpu", "torch", "triton", "tritonn")
 
-# Dense bf16/fp16 matmul TFLOP/s measured on these GPUs (docs: GUIDE.md section 6).
+# Dense bf16/fp16 matmul TFLOP/s of these GPUs (the team's GPU guide, ../shared/GUIDE.md, section 6).
 PEAK_TFLOPS = {"H200": 790.0, "H100": 800.0}
 
 
@@ -63,29 +64,46 @@ def pair(records: list[dict]) -> dict[str, list[dict]]:
     return {name: list(rows.values()) for name, rows in suites.items()}
 
 
-def speedup(row: dict) -> float | None:
-    if "torch" in row and "tritonn" in row and row["tritonn"]["ms"] > 0:
-        return row["torch"]["ms"] / row["tritonn"]["ms"]
+def speedup(row: dict, baseline: str = "torch") -> float | None:
+    """baseline ms / tritonn ms for a row (baseline "torch" or "torch.compile")."""
+    if baseline in row and "tritonn" in row and row["tritonn"]["ms"] > 0:
+        return row[baseline]["ms"] / row["tritonn"]["ms"]
     return None
 
 
 def peak_fraction(row: dict) -> str:
     """tritonn's TFLOP/s as a share of the GPU's measured bf16/fp16 peak, where known."""
     rec = row.get("tritonn")
-    if rec is None or row["dtype"] not in ("bf16", "fp16"):
+    if rec is None or row["dtype"] not in ("bf16", "fp16") or not rec.get("tflops"):
         return "-"
     peak = next((v for k, v in PEAK_TFLOPS.items() if k in rec.get("gpu", "")), None)
     return f"{100 * rec['tflops'] / peak:.0f}%" if peak else "-"
 
 
-def _num(rec: dict | None, field: str, fmt: str) -> str:
-    return format(rec[field], fmt) if rec is not None else "-"
+def rate(rec: dict | None) -> str:
+    """A record's throughput in its own unit: TFLOP/s for compute, GB/s for memory-bound cases."""
+    if rec is None:
+        return "-"
+    if rec.get("tflops"):
+        return f"{rec['tflops']:.3g} TFLOP/s"
+    if rec.get("gbps"):
+        return f"{rec['gbps']:.4g} GB/s"
+    return "-"
+
+
+def _ms(rec: dict | None) -> str:
+    return f"{rec['ms']:.4f}" if rec is not None else "-"
+
+
+def _x(value: float | None) -> str:
+    return f"{value:.2f}x" if value is not None else "-"
 
 
 def markdown(name: str, rows: list[dict], meta: dict) -> str:
     first = next(r.get("tritonn") or r.get("torch") for r in rows)
-    memory_bound = "gbps" in first
-    envs = {tuple(r[impl].get(k) for k in ENV) for r in rows for impl in ("torch", "tritonn") if impl in r}
+    impls = [impl for impl in ("torch", "torch.compile", "tritonn") if any(impl in r for r in rows)]
+    compiled = "torch.compile" in impls
+    envs = {tuple(r[impl].get(k) for k in ENV) for r in rows for impl in impls if impl in r}
     env_line = "; ".join(
         f"GPU: {gpu}; torch {t}, triton {tr}, tritonn {tn}" for gpu, t, tr, tn in sorted(envs, key=str)
     )
@@ -95,38 +113,31 @@ def markdown(name: str, rows: list[dict], meta: dict) -> str:
         f"- {env_line}",
         f"- date: {meta.get('date') or first.get('date', '?')}",
     ]
-    first_calls = {
-        impl: sum(r[impl].get("first_call_s", 0.0) for r in rows if impl in r) for impl in ("torch", "tritonn")
-    }
-    lines.append(
-        f"- first calls (compile, autotune; not in the timings): torch {first_calls['torch']:.1f} s, "
-        f"tritonn {first_calls['tritonn']:.1f} s in total"
-    )
+    first_calls = {impl: sum(r[impl].get("first_call_s", 0.0) for r in rows if impl in r) for impl in impls}
+    lines.append("- first calls (compile, autotune; not in the timings): "
+                 + ", ".join(f"{impl} {t:.1f} s" for impl, t in first_calls.items()) + " in total")
     if meta.get("commit"):
         lines.append(f"- commit: {meta['commit']}{' (dirty)' if meta.get('dirty') else ''}")
     lines += [
         "- ms: median per call (GPU: triton.testing.do_bench, CUDA events, cold L2; "
         "CPU: interpreter wall clock, a smoke test, not a measurement)",
-        "- speedup: torch ms / tritonn ms (above 1: tritonn faster)",
+        "- speedup: torch ms / tritonn ms (above 1: tritonn faster)"
+        + ("; vs compile: torch.compile ms / tritonn ms" if compiled else ""),
+        "- rate: TFLOP/s from the case's FLOP count (GEMMs: 2MNK forward, 6MNK forward+backward), or, for "
+        "memory-bound cases, GB/s: the least the op must move / time, to hold against the GPU's copy bandwidth",
+        "",
     ]
-    if memory_bound:
-        lines += ["- GB/s: the least the op must move / time, to hold against the GPU's copy bandwidth", "",
-                  "| case | shape | dtype | mode | torch ms | tritonn ms | speedup | torch GB/s | tritonn GB/s |",
-                  "|---|---|---|---|--:|--:|--:|--:|--:|"]
-    else:
-        lines += ["- TFLOP/s: from the case's FLOP count (GEMMs: 2MNK forward, 6MNK forward+backward)", "",
-                  "| case | shape | dtype | mode | torch ms | tritonn ms | speedup | torch TFLOP/s "
-                  "| tritonn TFLOP/s | tritonn % of peak |",
-                  "|---|---|---|---|--:|--:|--:|--:|--:|--:|"]
+    header = ["case", "shape", "dtype", "mode", "torch ms"] + (["torch.compile ms"] if compiled else []) + \
+        ["tritonn ms", "speedup"] + (["vs compile"] if compiled else []) + \
+        ["torch rate", "tritonn rate", "tritonn % of peak"]
+    lines += ["| " + " | ".join(header) + " |", "|---|---|---|---|" + "--:|" * (len(header) - 4)]
     for row in rows:
-        torch_rec, tritonn_rec, s = row.get("torch"), row.get("tritonn"), speedup(row)
-        rate = (f"| {_num(torch_rec, 'gbps', '.4g')} | {_num(tritonn_rec, 'gbps', '.4g')} |" if memory_bound else
-                f"| {_num(torch_rec, 'tflops', '.3g')} | {_num(tritonn_rec, 'tflops', '.3g')} | {peak_fraction(row)} |")
-        lines.append(
-            f"| {row['case']} | {row['shape']} | {row['dtype']} | {row['mode']} "
-            f"| {_num(torch_rec, 'ms', '.4f')} | {_num(tritonn_rec, 'ms', '.4f')} "
-            f"| {f'{s:.2f}x' if s is not None else '-'} " + rate
-        )
+        cells = [row["case"], row["shape"], row["dtype"], row["mode"], _ms(row.get("torch"))]
+        cells += [_ms(row.get("torch.compile"))] if compiled else []
+        cells += [_ms(row.get("tritonn")), _x(speedup(row))]
+        cells += [_x(speedup(row, "torch.compile"))] if compiled else []
+        cells += [rate(row.get("torch")), rate(row.get("tritonn")), peak_fraction(row)]
+        lines.append("| " + " | ".join(str(c) for c in cells) + " |")
     return "\n".join(lines) + "\n"
 
 

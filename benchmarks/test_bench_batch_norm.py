@@ -13,7 +13,7 @@ grad_out.
 * Batch norm is memory-bound: ``bytes`` is what a two-pass batch norm moves (forward:
   read x twice, write y = 3 tensors; backward: read x and dy twice, write dx = 5
   more), ``gbps`` = bytes / time, to hold against the GPU's copy bandwidth
-  (H100 ~3.0 TB/s, H200 ~4.3 TB/s, GUIDE.md section 6). ``flops`` is 0: TFLOP/s
+  (H100 ~3.0 TB/s, H200 ~4.3 TB/s, ../shared/GUIDE.md section 6). ``flops`` is 0: TFLOP/s
   means nothing here.
 
 On a GPU the shapes are ResNet-50's batch-norm layers at batch 64, one per stage

@@ -11,7 +11,7 @@ same input with the same fixed grad_out.
   input read and output written (forward), plus grad_out read and grad_input
   written and one index byte per output written and read back (forward+backward;
   torch moves 8 index bytes instead, tritonn 1). ``gbps`` = bytes / time, to hold
-  against the GPU's copy bandwidth (H100 ~3.0 TB/s, H200 ~4.3 TB/s, GUIDE.md
+  against the GPU's copy bandwidth (H100 ~3.0 TB/s, H200 ~4.3 TB/s, ../shared/GUIDE.md
   section 6). ``flops`` is 0: TFLOP/s means nothing here.
 
 On a GPU the shape is ResNet-50's stem pool: 3x3, stride 2, padding 1 on

@@ -77,15 +77,15 @@ def gemm_specs():
                 continue
             if dtype == "fp64" and cfg.kwargs["BLOCK_M"] * cfg.kwargs["BLOCK_N"] > 64 * 64:
                 continue  # pruned for float64, see kernels/gemm.py
-            constexprs = dict(HAS_BIAS=True, ACTIVATION="gelu", STORE_PREACT=True, ROW_SUM=True, EVEN_K=True,
-                              INPUT_PRECISION=precision, **cfg.kwargs, **layout)
+            constexprs = dict(HAS_BIAS=True, ACTIVATION="gelu", STORE_PREACT=True, ROW_SUM=True, DROPOUT=True,
+                              EVEN_K=True, INPUT_PRECISION=precision, **cfg.kwargs, **layout)
             yield ("gemm", "gemm_kernel", dict.fromkeys(GEMM_POINTERS, dtype), constexprs, arch,
                    cfg.num_warps, cfg.num_stages, True)
     # every epilogue variant at one config; unaligned operands and a ragged K too
     cfg = GEMM_CONFIGS[3]
     for dtype, act, bare in itertools.product(("bf16",), ACTIVATIONS, (True, False)):
         constexprs = dict(HAS_BIAS=not bare, ACTIVATION=act, STORE_PREACT=not bare, ROW_SUM=not bare,
-                          EVEN_K=bare, INPUT_PRECISION="ieee", **cfg.kwargs,
+                          DROPOUT=not bare, EVEN_K=bare, INPUT_PRECISION="ieee", **cfg.kwargs,
                           **(GEMM_LAYOUTS["forward x @ W^T"] if bare else {}))
         yield ("gemm", "gemm_kernel", dict.fromkeys(GEMM_POINTERS, dtype), constexprs, 90,
                cfg.num_warps, cfg.num_stages, bare)
@@ -100,7 +100,8 @@ def elementwise_specs():
         if (dtype == "bf16" and arch == 90) or act == "gelu":
             pointers = {"dy_ptr": dtype, "z_ptr": dtype, "dz_ptr": dtype}
             yield ("activations", "activation_backward_kernel", pointers,
-                   dict(ACTIVATION=act, **ACTIVATION_BACKWARD_BLOCKS), arch, 4, 1, True)
+                   dict(ACTIVATION=act, DROPOUT=act in ("gelu", "none"), **ACTIVATION_BACKWARD_BLOCKS), arch, 4, 1,
+                   True)
     for dtype, arch in itertools.product(DTYPE_SIZES, ARCHS):
         if dtype == "bf16" or arch == 90:
             yield ("reduce", "column_sum_kernel", {"x_ptr": dtype, "out_ptr": dtype},

@@ -484,3 +484,47 @@ def test_in_place_on_attention_and_lstm_outputs():
     y, (h, c) = lstm(x)
     (y.relu_().sum() + h.mul_(2).sum() + c.add_(1).sum()).backward()
     assert x.grad is not None and all(p.grad is not None for p in lstm.parameters())
+
+
+AUTOCAST_MODELS = {
+    "conv_bn_pool": (lambda: nn.Sequential(nn.Conv2d(3, 4, 3, groups=1), nn.BatchNorm2d(4), nn.MaxPool2d(2)),
+                     lambda: (torch.randn(2, 3, 6, 6),)),
+    "linear_layer_norm": (lambda: nn.Sequential(nn.Linear(8, 8), nn.LayerNorm(8)), lambda: (torch.randn(4, 8),)),
+    "lstm": (lambda: nn.LSTM(8, 6, num_layers=2), lambda: (torch.randn(5, 2, 8),)),
+    "multihead_attention": (lambda: nn.MultiheadAttention(8, 2), lambda: (torch.randn(5, 2, 8),) * 3),
+    "decoder_layer": (lambda: nn.TransformerDecoderLayer(8, 2, 16, dropout=0.0),
+                      lambda: (torch.randn(5, 2, 8), torch.randn(4, 2, 8))),
+    "transformer": (lambda: nn.Transformer(8, 2, 1, 1, 16, dropout=0.0),
+                    lambda: (torch.randn(5, 2, 8), torch.randn(4, 2, 8))),
+}
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("model", list(AUTOCAST_MODELS))
+def test_autocast_gives_torch_dtypes_for_every_layer(model, dtype, device):
+    """Under torch.autocast each converted layer returns torch's output dtypes (and its
+    parameters get torch's gradient dtypes), with values as close to a float64 run as
+    torch's own (tritonn.testing's rule)."""
+    from tritonn.testing import _flatten, assert_close_to_reference
+
+    make, inputs = AUTOCAST_MODELS[model]
+    torch.manual_seed(0)
+    ref = make().to(device)
+    ours = tritonn.convert(ref)
+    ref64 = copy.deepcopy(ref).double()
+    xs = [x.to(device) for x in inputs()]
+    with torch.no_grad():
+        expected = _flatten(ref64(*(x.double() for x in xs)))
+    with torch.autocast(device_type=device, dtype=dtype):
+        theirs, got = _flatten(ref(*xs)), _flatten(ours(*xs))
+    assert [t.dtype for t in got] == [t.dtype for t in theirs]
+    for i, (o, t, e) in enumerate(zip(got, theirs, expected)):
+        if e.is_floating_point():
+            assert_close_to_reference(f"{model} output {i}", o.float(), t.float(), e, dtype, reduction=16)
+    sum(o.float().sum() for o in got if o.requires_grad).backward()
+    sum(t.float().sum() for t in theirs if t.requires_grad).backward()
+    for (name, p), q in zip(ours.named_parameters(), ref.parameters()):
+        assert (p.grad is None) == (q.grad is None), name
+        if p.grad is not None:
+            assert p.grad.dtype == q.grad.dtype, name
+            assert p.grad.isfinite().all(), name

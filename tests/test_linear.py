@@ -389,3 +389,42 @@ def test_fallback_warns_once_or_raises_when_strict(monkeypatch):
 def test_outputs_are_poisoned_before_kernels_write_them():
     buf = runtime.empty((3, 2), dtype=torch.float32, device=torch.device("cpu"))
     assert runtime.POISON and buf.isnan().all()
+
+
+@pytest.mark.parametrize("activation", [None, "relu", "gelu"])
+def test_fused_dropout_is_the_dropout_of_the_activation(activation, device):
+    """dropout=p in the epilogue: the mask functional.dropout draws for the same seed,
+    forward and every gradient, against the unfused chain (linear, then dropout)."""
+    from tritonn.ops.attention import new_seed
+    from tritonn.ops.compiled import apply
+
+    p = 0.3
+    x = torch.randn(37, 20, dtype=torch.float64, device=device, requires_grad=True)
+    w = torch.randn(45, 20, dtype=torch.float64, device=device, requires_grad=True)
+    b = torch.randn(45, dtype=torch.float64, device=device, requires_grad=True)
+    torch.manual_seed(11)
+    y = TF.linear(x, w, b, activation=activation, dropout=p)
+    torch.manual_seed(11)
+    seed = new_seed(p)
+    leaves = [t.detach().clone().requires_grad_() for t in (x, w, b)]
+    expected = apply("dropout", TF.linear(*leaves, activation=activation), p, seed)
+    torch.testing.assert_close(y, expected, rtol=1e-15, atol=0)
+    dropped = (y == 0).double().mean().item()
+    assert 0.2 < dropped < (0.45 if activation != "relu" else 0.75)
+    g = torch.randn_like(y)
+    y.backward(g)
+    expected.backward(g)
+    for ours, ref in zip((x, w, b), leaves):
+        torch.testing.assert_close(ours.grad, ref.grad, rtol=1e-13, atol=1e-13)
+
+
+def test_fused_dropout_edges(device):
+    x = torch.randn(8, 16, device=device, requires_grad=True)
+    w = torch.randn(12, 16, device=device, requires_grad=True)
+    y = TF.linear(x, w, activation="relu", dropout=1.0)
+    assert (y == 0).all()
+    y.sum().backward()
+    assert (x.grad == 0).all() and (w.grad == 0).all()
+    torch.testing.assert_close(TF.linear(x, w, dropout=0.0), TF.linear(x, w))
+    with pytest.raises(ValueError, match="between 0 and 1"):
+        TF.linear(x, w, dropout=1.5)

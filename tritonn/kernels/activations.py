@@ -11,6 +11,7 @@ import triton
 import triton.language as tl
 
 from .common import cast_to
+from .dropout import dropped
 
 ACTIVATIONS = ("none", "relu", "gelu", "gelu_tanh", "silu")
 
@@ -66,10 +67,13 @@ def activation_backward_kernel(
     stride_dym, stride_dyn,
     stride_zm, stride_zn,
     stride_dzm, stride_dzn,
-    ACTIVATION: tl.constexpr,
+    p, scale_hi, scale_lo, seed,
+    ACTIVATION: tl.constexpr, DROPOUT: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
 ):
-    """dz = dy * act'(z) over an M x N matrix given by (row, column) strides.
+    """dz = dy * act'(z) over an M x N matrix given by (row, column) strides; with
+    DROPOUT, dy first goes through the dropout that followed the activation (the mask
+    of element m * N + n, as the GEMM epilogue drew it).
 
     Program (pid_m, pid_n) handles one BLOCK_M x BLOCK_N tile. Strides are free, so
     a broadcast (stride-0) grad_output needs no copy.
@@ -81,6 +85,8 @@ def activation_backward_kernel(
     rows = offs_m[:, None].to(tl.int64)
     cols = offs_n[None, :].to(tl.int64)
     dy = tl.load(dy_ptr + rows * stride_dym + cols * stride_dyn, mask=mask, other=0.0).to(ACC)
+    if DROPOUT:
+        dy = dropped(dy, seed, rows * N + cols, p, scale_hi, scale_lo)
     z = tl.load(z_ptr + rows * stride_zm + cols * stride_zn, mask=mask, other=0.0).to(ACC)
     dz = activation_grad(dy, z, ACTIVATION)
     tl.store(dz_ptr + rows * stride_dzm + cols * stride_dzn, cast_to(dz, dz_ptr.dtype.element_ty), mask=mask)

@@ -9,7 +9,9 @@ TF32 products for float32 inputs when INPUT_PRECISION == "tf32").
 
 Epilogue, in order: + bias (one value per column of C, ``bias_ptr + batch *
 stride_biasb + n * stride_biasn``), store the pre-activation to ``preact_ptr`` (same strides as C,
-for the backward of a fused activation), apply ACTIVATION, cast, store C.
+for the backward of a fused activation), apply ACTIVATION, (DROPOUT) zero the dropped
+elements and scale the kept by 1/(1-p) with the mask ``kernels.dropout`` draws for the
+contiguous element index of C (a Transformer's feed-forward dropout), cast, store C.
 
 ROW_SUM: the programs of the first column tile also write sum_k A[b, m, k] to
 ``rowsum_ptr + batch * stride_rsb + m``. With A = dY^T this is the bias gradient,
@@ -26,6 +28,7 @@ import triton.language as tl
 from ..runtime import autotune_configs, shared_memory_limit
 from .activations import apply_activation
 from .common import cast_to, dot_operand, grouped_tile
+from .dropout import dropped
 
 
 def gemm_config(bm, bn, bk, stages, warps, group_m=8):
@@ -79,14 +82,18 @@ def accumulate(acc, a, b, INPUT_PRECISION: tl.constexpr):
 
 @triton.jit
 def epilogue(acc, c_ptrs, preact_ptrs, bias_ptrs, mask, mask_n,
-             HAS_BIAS: tl.constexpr, STORE_PREACT: tl.constexpr, ACTIVATION: tl.constexpr):
+             HAS_BIAS: tl.constexpr, STORE_PREACT: tl.constexpr, ACTIVATION: tl.constexpr,
+             DROPOUT: tl.constexpr = False, drop_offs=0, p=0.0, scale_hi=1.0, scale_lo=0.0, seed=0):
     """The end of every GEMM-shaped kernel: + bias (one per column), keep the
-    pre-activation, activate, round, store. Pointers are tiles (bias: a row)."""
+    pre-activation, activate, (DROPOUT) drop with the mask of elements ``drop_offs``,
+    round, store. Pointers are tiles (bias: a row)."""
     if HAS_BIAS:
         acc += tl.load(bias_ptrs, mask=mask_n, other=0.0).to(acc.dtype)[None, :]
     if STORE_PREACT:
         tl.store(preact_ptrs, cast_to(acc, preact_ptrs.dtype.element_ty), mask=mask)
     acc = apply_activation(acc, ACTIVATION)
+    if DROPOUT:
+        acc = dropped(acc, seed, drop_offs, p, scale_hi, scale_lo)
     tl.store(c_ptrs, cast_to(acc, c_ptrs.dtype.element_ty), mask=mask)
 
 
@@ -104,8 +111,9 @@ def gemm_kernel(
     stride_bb, stride_bk, stride_bn,
     stride_cb, stride_cm, stride_cn,
     stride_biasb, stride_biasn, stride_rsb,
+    p, scale_hi, scale_lo, seed,
     HAS_BIAS: tl.constexpr, ACTIVATION: tl.constexpr, STORE_PREACT: tl.constexpr,
-    ROW_SUM: tl.constexpr, INPUT_PRECISION: tl.constexpr,
+    ROW_SUM: tl.constexpr, DROPOUT: tl.constexpr, INPUT_PRECISION: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
     GROUP_M: tl.constexpr, EVEN_K: tl.constexpr,
 ):
@@ -142,7 +150,10 @@ def gemm_kernel(
     mask = mask_m[:, None] & mask_n[None, :]
     c_offs = batch * stride_cb + offs_m[:, None].to(tl.int64) * stride_cm + offs_n[None, :].to(tl.int64) * stride_cn
     bias_ptrs = bias_ptr + batch * stride_biasb + offs_n.to(tl.int64) * stride_biasn
-    epilogue(acc, c_ptr + c_offs, preact_ptr + c_offs, bias_ptrs, mask, mask_n, HAS_BIAS, STORE_PREACT, ACTIVATION)
+    # dropout's element index is the output's contiguous one: the mask functional.dropout draws
+    drop_offs = (batch * M + offs_m[:, None]) * N + offs_n[None, :]
+    epilogue(acc, c_ptr + c_offs, preact_ptr + c_offs, bias_ptrs, mask, mask_n, HAS_BIAS, STORE_PREACT, ACTIVATION,
+             DROPOUT, drop_offs, p, scale_hi, scale_lo, seed)
     if ROW_SUM:
         if pid_n == 0:
             rs_ptrs = rowsum_ptr + batch * stride_rsb + offs_m

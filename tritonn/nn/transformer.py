@@ -8,14 +8,14 @@ the swap keeps every parameter. The forwards mirror torch's ``_sa_block`` /
 ``_mha_block`` / ``_ff_block`` and never take torch's fast path
 (``torch._transformer_encoder_layer_fwd``) or nested tensors.
 
-Fused: bias + relu/gelu in the first feed-forward GEMM's epilogue (string activations
-and F.relu / F.gelu; any other callable is applied as given, on the GEMM's output);
+Fused: bias + relu/gelu + the dropout after it in the first feed-forward GEMM's epilogue
+(string activations and F.relu / F.gelu; any other callable is applied as given, on the
+GEMM's output, then the dropout kernel);
 residual add + the sublayer's dropout + the LayerNorm that follows in one kernel
 (``add_dropout_layer_norm``, forward and backward): post-norm's ``norm(x + drop(f(x)))``
 and pre-norm's ``x + drop(f(norm_a(x)))`` followed by the next sublayer's ``norm_b``.
 Not fused: a pre-norm layer's first LayerNorm (norm1, its own kernel), its last
-residual add + dropout (``residual_dropout``, one elementwise kernel), and the
-dropout between the feed-forward's GEMMs (its own kernel, after the fused epilogue).
+residual add + dropout (``residual_dropout``, one elementwise kernel).
 Residual branch points (x feeding a sublayer and the skip) go through ``fork``, whose
 backward sums the two gradients in Triton, so that autograd adds nothing natively.
 """
@@ -73,10 +73,15 @@ def _plain(module: torch.nn.Module, cls: type) -> bool:
 
 
 def _feed_forward(layer, x: Tensor) -> Tensor:
-    """linear2(dropout(activation(linear1(x)))), relu/gelu fused into linear1's epilogue
-    (unless linear1 is hooked or replaced: then it is called)."""
+    """linear2(dropout(activation(linear1(x)))): relu/gelu and the dropout fused into
+    linear1's epilogue (unless linear1 or the dropout is hooked or replaced: then each
+    is called)."""
     act = layer.activation
-    if (act is F.relu or act is F.gelu) and _plain(layer.linear1, Linear):
+    fusable = (act is F.relu or act is F.gelu) and _plain(layer.linear1, Linear)
+    if fusable and _plain(layer.dropout, Dropout):
+        p = layer.dropout.p if layer.dropout.training else 0.0
+        return layer.linear2(linear(x, layer.linear1.weight, layer.linear1.bias, activation=act, dropout=p))
+    if fusable:
         h = linear(x, layer.linear1.weight, layer.linear1.bias, activation=act)
     else:
         h = act(layer.linear1(x))

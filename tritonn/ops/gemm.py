@@ -12,6 +12,7 @@ from .. import runtime
 from ..kernels.activations import activation_backward_kernel
 from ..kernels.gemm import gemm_kernel
 from ..kernels.reduce import column_sum_kernel
+from .dropout import dropout_scalars
 
 
 ACTIVATION_BACKWARD_BLOCKS = {"BLOCK_M": 32, "BLOCK_N": 128}
@@ -44,13 +45,15 @@ def gemm(
     row_sum: bool = False,
     out: torch.Tensor | None = None,
     preact_out: torch.Tensor | None = None,
+    dropout: tuple[float, int] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
     """``act(a @ b + bias)`` with a (M, K) or (B, M, K) and b (K, N) or (B, K, N), any strides.
 
     Returns ``(c, preact, rowsum)``: c is contiguous (B?, M, N), or ``out`` (any
     strides) when given; ``preact`` (when ``store_preact``) is ``a @ b + bias`` before
     the activation, in ``preact_out`` when given; ``rowsum`` (when ``row_sum``) is
-    ``a.sum(-1)``, shaped (B?, M). bias is (N,) or (B, N).
+    ``a.sum(-1)``, shaped (B?, M). bias is (N,) or (B, N). ``dropout`` = (p, seed):
+    dropout after the activation, the mask of ``functional.dropout`` on a contiguous c.
     """
     batched = a.dim() == 3 or b.dim() == 3
     a3, stride_ab = _batched(a)
@@ -81,10 +84,12 @@ def gemm(
             c.stride(0), c.stride(1), c.stride(2),
             stride_biasb, stride_biasn,
             rowsum.stride(0) if rowsum is not None else 0,
+            *_dropout_args(dropout),
             HAS_BIAS=bias is not None,
             ACTIVATION=activation,
             STORE_PREACT=store_preact,
             ROW_SUM=row_sum,
+            DROPOUT=dropout is not None,
             INPUT_PRECISION=_input_precision(a.dtype, device),
         )
     if out is not None:
@@ -100,8 +105,18 @@ def gemm(
     return c, preact, rowsum
 
 
-def activation_backward(grad_out: torch.Tensor, z: torch.Tensor, activation: str) -> torch.Tensor:
-    """dL/dz for y = act(z), given dL/dy; both (M, N) with any strides."""
+def _dropout_args(dropout: tuple[float, int] | None) -> tuple:
+    """(p, scale_hi, scale_lo, seed) for a kernel's fused dropout (placeholders without)."""
+    if dropout is None:
+        return (0.0, 1.0, 0.0, 0)
+    p, seed = dropout
+    return (*dropout_scalars(p), seed)
+
+
+def activation_backward(grad_out: torch.Tensor, z: torch.Tensor, activation: str,
+                        dropout: tuple[float, int] | None = None) -> torch.Tensor:
+    """dL/dz for y = act(z) (then dropout (p, seed), if given), given dL/dy; both (M, N)
+    with any strides."""
     M, N = grad_out.shape
     dz = runtime.empty((M, N), dtype=z.dtype, device=z.device)
     if M > 0 and N > 0:
@@ -112,7 +127,8 @@ def activation_backward(grad_out: torch.Tensor, z: torch.Tensor, activation: str
             grad_out.stride(0), grad_out.stride(1),
             z.stride(0), z.stride(1),
             dz.stride(0), dz.stride(1),
-            ACTIVATION=activation, **blocks,
+            *_dropout_args(dropout),
+            ACTIVATION=activation, DROPOUT=dropout is not None, **blocks,
         )
     return dz
 

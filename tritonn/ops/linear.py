@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from .. import runtime
 from .compiled import apply, compilable
 from .autograd import activation_input, first_order, keeps_preact
+from .attention import new_seed
 from .gemm import activation_backward, column_sum, gemm
 
 _ACTIVATION_NAMES = {None: "none", "relu": "relu", "gelu": "gelu", "gelu_tanh": "gelu_tanh", "silu": "silu"}
@@ -49,13 +50,15 @@ def torch_activation(x: torch.Tensor, name: str) -> torch.Tensor:
 
 @compilable("linear")
 class LinearFunction(torch.autograd.Function):
-    """x (M, K), weight (N, K), bias (N,) or None -> y (M, N)."""
+    """x (M, K), weight (N, K), bias (N,) or None -> y (M, N); dropout p > 0 after the
+    activation, in the epilogue, with the mask of ``seed`` (the backward redraws it)."""
 
     @staticmethod
-    def forward(ctx, x, weight, bias, activation, needs_grad):
+    def forward(ctx, x, weight, bias, activation, needs_grad, p, seed):
+        dropout = (p, seed) if p > 0 else None
         y, preact, _ = gemm(x, weight.t(), bias=bias, activation=activation,
-                            store_preact=keeps_preact(activation, needs_grad))
-        ctx.activation = activation
+                            store_preact=keeps_preact(activation, needs_grad), dropout=dropout)
+        ctx.activation, ctx.dropout = activation, dropout
         if needs_grad:
             need_x, need_w = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
             ctx.save_for_backward(x if need_w else None, weight if need_x else None,
@@ -67,10 +70,11 @@ class LinearFunction(torch.autograd.Function):
     def backward(ctx, grad_y):
         x, weight, act_input = ctx.saved_tensors
         need_x, need_w, need_b = ctx.needs_input_grad[:3]
-        if ctx.activation == "none":
+        if ctx.activation == "none" and ctx.dropout is None:
             grad_z = grad_y
-        else:
-            grad_z = activation_backward(grad_y, act_input, ctx.activation)
+        else:  # relu reads its (dropped) output: zero where dropped, where the gradient is zero too
+            grad_z = activation_backward(grad_y, act_input if act_input is not None else grad_y, ctx.activation,
+                                         ctx.dropout)
         grad_x = grad_w = grad_b = None
         if need_x:
             grad_x, _, _ = gemm(grad_z, weight)
@@ -80,7 +84,7 @@ class LinearFunction(torch.autograd.Function):
             grad_w, _, grad_b = gemm(grad_z.t(), x, row_sum=fused_b)
         if need_b and not fused_b:
             grad_b = column_sum(grad_z, grad_z.dtype)
-        return grad_x, grad_w, grad_b, None, None
+        return grad_x, grad_w, grad_b, None, None, None, None
 
 
 def _dtype_name(dtype: torch.dtype) -> str:
@@ -133,23 +137,29 @@ def linear(
     weight: torch.Tensor,
     bias: torch.Tensor | None = None,
     activation=None,
+    *,
+    dropout: float = 0.0,
 ) -> torch.Tensor:
     """``act(input @ weight.T + bias)``, like :func:`torch.nn.functional.linear` with an
     optional activation fused into the GEMM epilogue ("relu", "gelu", "gelu_tanh",
-    "silu", or F.relu / F.gelu / F.silu).
+    "silu", or F.relu / F.gelu / F.silu), and optionally dropout with probability
+    ``dropout`` after it, in the same epilogue (a Transformer's feed-forward; the mask
+    ``tritonn.functional.dropout`` would draw; pass 0 outside training).
 
     input (*, in_features), weight (out_features, in_features) or (in_features,),
     bias (out_features,) or None -> (*, out_features) (or (*,) for a 1-D weight).
     Follows ``torch.autocast`` like ``nn.Linear``.
     """
     act = activation_name(activation)
+    if not 0.0 <= dropout <= 1.0:
+        raise ValueError(f"dropout probability has to be between 0 and 1, but got {dropout}")
     triton_path = runtime.runs_on_triton(input, weight, bias)
     if triton_path:  # autocast first, as torch does: a bf16 input meets an fp32 weight there
         input, weight, bias = runtime.autocast(input, weight, bias)
     _check_linear(input, weight, bias)
     if not triton_path:
         runtime.fallback("linear", input, weight, bias)
-        return torch_activation(F.linear(input, weight, bias), act)
+        return F.dropout(torch_activation(F.linear(input, weight, bias), act), dropout, dropout > 0)
     if input.dtype not in _FLOATING:
         raise NotImplementedError(
             f"tritonn linear: expected a floating dtype (float16, bfloat16, float32, float64), got {input.dtype}"
@@ -160,5 +170,6 @@ def linear(
     out_features = w2.shape[0]
     b = bias.reshape(-1).expand(out_features) if bias is not None else None
     needs_grad = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (input, weight, bias))
-    y = apply("linear", input.reshape(math.prod(lead), input.shape[-1]), w2, b, act, needs_grad)
+    y = apply("linear", input.reshape(math.prod(lead), input.shape[-1]), w2, b, act, needs_grad, float(dropout),
+              new_seed(dropout))
     return y.reshape(lead) if weight.dim() == 1 else y.reshape(*lead, out_features)
