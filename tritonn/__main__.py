@@ -83,8 +83,11 @@ def bench(args) -> int:
     out.mkdir(parents=True, exist_ok=True)
     result = out / "bench.json"
     select = ["-k", args.k] if args.k else []
+    # a pytest of its own: not a worker of a pytest-xdist run this may be called from, whose
+    # environment would make pytest-benchmark skip writing the JSON
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST_XDIST")}
     code = subprocess.call([sys.executable, "-m", "pytest", str(bench_dir), "-q", "-p", "no:cacheprovider",
-                            f"--benchmark-json={result}", *select], cwd=root)
+                            f"--benchmark-json={result}", *select], cwd=root, env=env)
     if code != 0:
         return code
     return subprocess.call([sys.executable, str(bench_dir / "render.py"), str(result), "--out", str(out)], cwd=root)
