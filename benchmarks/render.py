@@ -141,8 +141,10 @@ def markdown(name: str, rows: list[dict], meta: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def chart(name: str, rows: list[dict], path: Path) -> bool:
-    """A horizontal bar per paired case; returns False when matplotlib is missing."""
+def chart(title: str, rows: list[dict], path: Path) -> bool:
+    """A horizontal bar per paired case, speedup = torch ms / tritonn ms; False when
+    matplotlib is missing or nothing is paired. The PNG carries no software stamp, so a
+    chart of the same numbers is the same file."""
     try:
         import matplotlib
 
@@ -153,16 +155,18 @@ def chart(name: str, rows: list[dict], path: Path) -> bool:
         return False
     paired = [(f"{r['case']} {r['shape']} {r['dtype']} {r['mode']}", speedup(r)) for r in rows]
     paired = [(label, s) for label, s in paired if s is not None]
-    gpu = next(r.get("tritonn", r.get("torch", {})).get("gpu", "?") for r in rows)
-    fig, ax = plt.subplots(figsize=(9, 0.32 * len(paired) + 1.4))
-    labels, values = zip(*reversed(paired)) if paired else ((), ())
+    if not paired:
+        return False
+    labels, values = zip(*reversed(paired))
+    fig, ax = plt.subplots(figsize=(9, 0.3 * len(paired) + 1.6))
     ax.barh(labels, values, color=["tab:green" if v >= 1 else "tab:red" for v in values])
     ax.axvline(1.0, color="black", linewidth=0.8)
-    ax.set_xlabel("speedup = torch ms / tritonn ms (>1: tritonn faster)")
-    ax.set_title(f"tritonn vs torch: {name} ({gpu})")
+    ax.set_xlabel("speedup = torch ms / tritonn ms (above 1: tritonn faster)")
+    ax.set_title(title, fontsize=9)
     ax.tick_params(axis="y", labelsize=7)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110, metadata={"Software": None})
     plt.close(fig)
     return True
 
@@ -182,7 +186,8 @@ def main(argv: list[str] | None = None) -> int:
         md.write_text(markdown(name, rows, meta))
         print(f"wrote {md}")
         png = args.out / f"{name}_speedup.png"
-        if chart(name, rows, png):
+        gpu = next(r.get("tritonn", r.get("torch", {})).get("gpu", "?") for r in rows)
+        if chart(f"tritonn vs torch: {name} ({gpu})", rows, png):
             print(f"wrote {png}")
     return 0
 

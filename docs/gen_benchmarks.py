@@ -133,37 +133,6 @@ def _relpath(path: Path) -> str:
         return path.as_posix()
 
 
-# ---------------------------------------------------------------------------- charts
-
-
-def chart(title: str, rows: list[dict], path: Path) -> bool:
-    """Horizontal bars, speedup = torch ms / tritonn ms per case; False without matplotlib."""
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        print(f"gen_benchmarks.py: matplotlib is not installed, no chart {path.name}", file=sys.stderr)
-        return False
-    paired = [(f"{r['case']} {r['shape']} {r['dtype']} {r['mode']}", render.speedup(r)) for r in rows]
-    paired = [(label, s) for label, s in paired if s is not None]
-    if not paired:
-        return False
-    labels, values = zip(*reversed(paired))
-    fig, ax = plt.subplots(figsize=(9, 0.3 * len(paired) + 1.6))
-    ax.barh(labels, values, color=["tab:green" if v >= 1 else "tab:red" for v in values])
-    ax.axvline(1.0, color="black", linewidth=0.8)
-    ax.set_xlabel("speedup = torch ms / tritonn ms (above 1: tritonn faster)")
-    ax.set_title(title, fontsize=9)
-    ax.tick_params(axis="y", labelsize=7)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110, metadata={"Software": None})
-    plt.close(fig)
-    return True
-
-
 # ---------------------------------------------------------------------------- pages
 
 
@@ -291,7 +260,7 @@ def generate(results: Path = RESULTS, draw: bool = True) -> tuple[dict[Path, str
         for suite, rows in run.suites.items():
             path = DOCS / "benchmarks" / run.name / f"{suite}_speedup.png"
             title = f"tritonn vs torch: {suite}\n{run.header()}"
-            if not draw or chart(title, rows, path):
+            if not draw or render.chart(title, rows, path):
                 charts[(run.name, suite)] = path
     pages = {DOCS / "benchmarks.md": benchmarks_page(runs, files, charts)}
     for page in LAYER_SUITES:

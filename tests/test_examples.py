@@ -25,7 +25,9 @@ ROW = re.compile(r"^\s*(\d+|eval)\s+(\S+)\s+(\S+)\s+\S+$", re.M)
 VERDICT = re.compile(r"^max \|loss diff\| = (\S+) \(relative (\S+), tolerance (\S+)\): (\w+)$", re.M)
 
 
-def load(script):
+def load(script, monkeypatch):
+    """The script as a module, as `python examples/<script>` would see it (examples/ on the path)."""
+    monkeypatch.syspath_prepend(str(ROOT / "examples"))
     spec = importlib.util.spec_from_file_location(f"example_{Path(script).stem}", ROOT / "examples" / script)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
@@ -60,7 +62,7 @@ def test_example_trains_tritonn_like_torch(script):
 
 def test_example_fails_when_a_tritonn_layer_is_wrong(monkeypatch, capsys):
     """The comparison is not vacuous: a tritonn Linear off by 1% makes the script exit 1."""
-    example = load("char_lstm.py")
+    example = load("char_lstm.py", monkeypatch)
     forward = tritonn.Linear.forward
     monkeypatch.setattr(tritonn.Linear, "forward", lambda self, x: forward(self, x) * 1.01)
     tf32 = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32

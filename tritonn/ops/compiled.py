@@ -166,11 +166,34 @@ def _unaliased(results: list, inputs: list) -> list:
     return out
 
 
+def _tree_map(fn, obj):
+    """fn applied to every leaf of obj, through tuples (torch.Size too), lists, dicts and
+    dataclass instances, which are rebuilt rather than changed."""
+    if isinstance(obj, (tuple, list)):
+        return type(obj)(_tree_map(fn, o) for o in obj)
+    if isinstance(obj, dict):
+        return {k: _tree_map(fn, v) for k, v in obj.items()}
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        copy = object.__new__(type(obj))
+        for f in dataclasses.fields(obj):
+            object.__setattr__(copy, f.name, _tree_map(fn, getattr(obj, f.name)))
+        return copy
+    return fn(obj)
+
+
+@dataclasses.dataclass
+class _AttrTensor:
+    """Stands for the i-th tensor among a ctx's attributes while they are pickled."""
+
+    index: int
+
+
 def _plan(ctx: _Ctx, inputs: list, outputs: tuple):
     """Where each saved tensor comes from: ("N",), ("I", input, view) or ("R", output,
     view) for views re-made in backward, ("S", k) for the k-th extra output. Tensors
-    among the ctx's attributes are saved the same way (their slots: ("A", i))."""
-    fresh, slots = [], []
+    among the ctx's attributes are placed the same way, after the saved ones, and stand
+    as ``_AttrTensor`` in the attributes returned."""
+    fresh = []
 
     def place(t):
         if t is None:
@@ -183,65 +206,31 @@ def _plan(ctx: _Ctx, inputs: list, outputs: tuple):
         fresh.append(t)
         return ("S", len(fresh) - 1)
 
-    saved = [place(t) for t in ctx.saved_tensors]
-    attr_tensors = []
+    slots = [place(t) for t in ctx.saved_tensors]
+    n_saved = len(slots)
 
-    def strip(obj):  # attributes with their tensors replaced by ("A", i) slots
-        if isinstance(obj, torch.Tensor):
-            attr_tensors.append(place(obj))
-            return _AttrTensor(len(attr_tensors) - 1)
-        if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
-            copy = object.__new__(type(obj))
-            for f in dataclasses.fields(obj):
-                object.__setattr__(copy, f.name, strip(getattr(obj, f.name)))
-            return copy
-        if isinstance(obj, (tuple, list)):
-            return type(obj)(strip(o) for o in obj)
+    def strip(obj):
+        if not isinstance(obj, torch.Tensor):
+            return obj
+        slots.append(place(obj))
+        return _AttrTensor(len(slots) - 1 - n_saved)
+
+    attrs = _tree_map(strip, ctx.attrs())
+    return fresh, slots, n_saved, attrs
+
+
+def _restore(attrs: dict, tensors: list, seeds: list) -> dict:
+    """Pickled ctx attributes made whole: their tensors back, and the seed slots of the
+    replayed forward filled with the seeds the forward op drew."""
+
+    def leaf(obj):
+        if isinstance(obj, _AttrTensor):
+            return tensors[obj.index]
+        if isinstance(obj, int) and not isinstance(obj, bool) and _SEED_SLOT - 64 < obj <= _SEED_SLOT:
+            return seeds[_SEED_SLOT - obj]
         return obj
 
-    attrs = {k: strip(v) for k, v in ctx.attrs().items()}
-    slots = saved + attr_tensors
-    return fresh, slots, len(saved), attrs
-
-
-@dataclasses.dataclass
-class _AttrTensor:
-    index: int
-
-
-def _restore(obj, tensors):
-    if isinstance(obj, _AttrTensor):
-        return tensors[obj.index]
-    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
-        for f in dataclasses.fields(obj):
-            object.__setattr__(obj, f.name, _restore(getattr(obj, f.name), tensors))
-        return obj
-    if isinstance(obj, (tuple, list)):
-        return type(obj)(_restore(o, tensors) for o in obj)
-    if isinstance(obj, dict):
-        return {k: _restore(v, tensors) for k, v in obj.items()}
-    if isinstance(obj, int) and not isinstance(obj, bool) and _SEED_SLOT - 64 < obj <= _SEED_SLOT:
-        return _Seed(_SEED_SLOT - obj)
-    return obj
-
-
-@dataclasses.dataclass
-class _Seed:
-    index: int
-
-
-def _fill_seeds(obj, seeds: list):
-    if isinstance(obj, _Seed):
-        return seeds[obj.index]
-    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
-        for f in dataclasses.fields(obj):
-            object.__setattr__(obj, f.name, _fill_seeds(getattr(obj, f.name), seeds))
-        return obj
-    if isinstance(obj, (tuple, list)):
-        return type(obj)(_fill_seeds(o, seeds) for o in obj)
-    if isinstance(obj, dict):
-        return {k: _fill_seeds(v, seeds) for k, v in obj.items()}
-    return obj
+    return _tree_map(leaf, attrs)
 
 
 # ---------------------------------------------------------------- registration
@@ -297,16 +286,7 @@ def apply(name: str, *args):
 def _concrete(obj):
     """obj with its symbolic ints made ints (a dynamic size is specialized on: what the
     backward op receives is pickled, and launch grids are plain ints anyway)."""
-    if isinstance(obj, torch.SymInt):
-        return int(obj)
-    if isinstance(obj, (tuple, list)):
-        return type(obj)(_concrete(o) for o in obj)
-    if isinstance(obj, dict):
-        return {k: _concrete(v) for k, v in obj.items()}
-    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
-        for f in dataclasses.fields(obj):
-            object.__setattr__(obj, f.name, _concrete(getattr(obj, f.name)))
-    return obj
+    return _tree_map(lambda o: int(o) if isinstance(o, torch.SymInt) else o, obj)
 
 
 def _no_grads(int_list: list):
@@ -361,8 +341,7 @@ def _register(fn, name: str):
             return base_of[(slot[0], slot[1])].as_strided(size, stride, offset)
 
         tensors = [make(s) for s in slots]
-        attrs = _restore(attrs, tensors[n_saved:])
-        attrs = _fill_seeds(attrs, [2] * 64 if fake else [int(s) for s in seeds.tolist()])
+        attrs = _restore(attrs, tensors[n_saved:], [2] * 64 if fake else [int(s) for s in seeds.tolist()])
         ctx = _Ctx(needs, attrs, tensors[:n_saved])
         with _shapes_only() if fake else contextlib.nullcontext():
             result = fn.backward(ctx, *grads)
