@@ -92,6 +92,23 @@ def _mask_tile(s, mask_ptr, off_b, off_h, rows, cols, L, MN, stride_b, stride_h,
 
 
 @triton.jit
+def _masked_scores(s, rows, cols, L, S, off_b, off_h, mask1_ptr, MN1, stride_m1b, stride_m1h, stride_m1m, stride_m1n,
+                   mask2_ptr, MN2, stride_m2b, stride_m2h, stride_m2m, stride_m2n,
+                   MASK1: tl.constexpr, MASK2: tl.constexpr, IS_CAUSAL: tl.constexpr):
+    """A score tile with both mask slots applied and -inf past the last key and, causal,
+    above the diagonal. ``rows``/``cols`` come broadcast ([:, None] / [None, :], or
+    transposed in the dK/dV kernel, whose tiles have keys as rows)."""
+    s = _mask_tile(s, mask1_ptr, off_b, off_h, rows, cols, L, MN1, stride_m1b, stride_m1h, stride_m1m, stride_m1n,
+                   MASK1)
+    s = _mask_tile(s, mask2_ptr, off_b, off_h, rows, cols, L, MN2, stride_m2b, stride_m2h, stride_m2m, stride_m2n,
+                   MASK2)
+    keep = cols < S
+    if IS_CAUSAL:
+        keep = keep & (cols <= rows)
+    return tl.where(keep, s, float("-inf"))
+
+
+@triton.jit
 def _split_grid(length, BLOCK: tl.constexpr):
     """(block along ``length``, batch x head) from a flat 1-D grid, blocks fastest, so
     programs of one head run together (K/V stay in L2) and batch x head can pass
@@ -160,14 +177,9 @@ def attention_forward_kernel(
         kt = tl.load(k_base + cols[None, :].to(tl.int64) * stride_kn,
                      mask=(offs_d[:, None] < D) & col_ok[None, :], other=0.0)
         s = tl.dot(q, dot_operand(kt), input_precision=INPUT_PRECISION, out_dtype=ACC) * qk_scale
-        s = _mask_tile(s, mask1_ptr, off_b, off_h, rows[:, None], cols[None, :], L, MN1,
-                       stride_m1b, stride_m1h, stride_m1m, stride_m1n, MASK1)
-        s = _mask_tile(s, mask2_ptr, off_b, off_h, rows[:, None], cols[None, :], L, MN2,
-                       stride_m2b, stride_m2h, stride_m2m, stride_m2n, MASK2)
-        keep_col = col_ok[None, :]
-        if IS_CAUSAL:
-            keep_col = keep_col & (cols[None, :] <= rows[:, None])
-        s = tl.where(keep_col, s, float("-inf"))
+        s = _masked_scores(s, rows[:, None], cols[None, :], L, S, off_b, off_h,
+                           mask1_ptr, MN1, stride_m1b, stride_m1h, stride_m1m, stride_m1n,
+                           mask2_ptr, MN2, stride_m2b, stride_m2h, stride_m2m, stride_m2n, MASK1, MASK2, IS_CAUSAL)
         m_new = tl.maximum(m_i, tl.max(s, axis=1))
         m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)
         alpha = tl.exp2(m_i - m_safe)
@@ -281,14 +293,10 @@ def attention_dkdv_kernel(
             lse = tl.load(lse_ptr + bh * L + rows, mask=row_ok, other=float("inf"))
             delta = tl.load(delta_ptr + bh * L + rows, mask=row_ok, other=0.0)
             st = tl.dot(k, tl.trans(q), input_precision=INPUT_PRECISION, out_dtype=ACC) * qk_scale
-            st = _mask_tile(st, mask1_ptr, off_b, off_h, rows[None, :], cols[:, None], L, MN1,
-                            stride_m1b, stride_m1h, stride_m1m, stride_m1n, MASK1)
-            st = _mask_tile(st, mask2_ptr, off_b, off_h, rows[None, :], cols[:, None], L, MN2,
-                            stride_m2b, stride_m2h, stride_m2m, stride_m2n, MASK2)
-            keep = col_ok[:, None]
-            if IS_CAUSAL:
-                keep = keep & (cols[:, None] <= rows[None, :])
-            st = tl.where(keep, st, float("-inf"))
+            st = _masked_scores(st, rows[None, :], cols[:, None], L, S, off_b, off_h,
+                                mask1_ptr, MN1, stride_m1b, stride_m1h, stride_m1m, stride_m1n,
+                                mask2_ptr, MN2, stride_m2b, stride_m2h, stride_m2m, stride_m2n, MASK1, MASK2,
+                                IS_CAUSAL)
             pt = tl.exp2(st - lse[None, :])
             dpt = tl.dot(v, tl.trans(do), input_precision=INPUT_PRECISION, out_dtype=ACC)
             if DROPOUT:
@@ -361,14 +369,9 @@ def attention_dq_kernel(
         v = tl.load(v_base + cols64 * stride_vn, mask=col_ok[:, None] & (offs_dv[None, :] < DV), other=0.0)
         v = dot_operand(v)
         s = tl.dot(q, tl.trans(k), input_precision=INPUT_PRECISION, out_dtype=ACC) * qk_scale
-        s = _mask_tile(s, mask1_ptr, off_b, off_h, rows[:, None], cols[None, :], L, MN1,
-                       stride_m1b, stride_m1h, stride_m1m, stride_m1n, MASK1)
-        s = _mask_tile(s, mask2_ptr, off_b, off_h, rows[:, None], cols[None, :], L, MN2,
-                       stride_m2b, stride_m2h, stride_m2m, stride_m2n, MASK2)
-        keep = col_ok[None, :]
-        if IS_CAUSAL:
-            keep = keep & (cols[None, :] <= rows[:, None])
-        s = tl.where(keep, s, float("-inf"))
+        s = _masked_scores(s, rows[:, None], cols[None, :], L, S, off_b, off_h,
+                           mask1_ptr, MN1, stride_m1b, stride_m1h, stride_m1m, stride_m1n,
+                           mask2_ptr, MN2, stride_m2b, stride_m2h, stride_m2m, stride_m2n, MASK1, MASK2, IS_CAUSAL)
         p = tl.exp2(s - lse[:, None])
         dp = tl.dot(do, tl.trans(v), input_precision=INPUT_PRECISION, out_dtype=ACC)
         if DROPOUT:
@@ -430,14 +433,9 @@ def attention_weights_kernel(
                      + offs_d[:, None] * stride_kd, mask=(offs_d[:, None] < D) & col_ok[None, :], other=0.0)
         lse = tl.load(lse_ptr + bh * L + rows, mask=row_ok, other=float("inf"))
         s = tl.dot(dot_operand(q), dot_operand(kt), input_precision=INPUT_PRECISION, out_dtype=ACC) * qk_scale
-        s = _mask_tile(s, mask1_ptr, off_b, off_h, rows[:, None], cols[None, :], L, MN1,
-                       stride_m1b, stride_m1h, stride_m1m, stride_m1n, MASK1)
-        s = _mask_tile(s, mask2_ptr, off_b, off_h, rows[:, None], cols[None, :], L, MN2,
-                       stride_m2b, stride_m2h, stride_m2m, stride_m2n, MASK2)
-        keep = col_ok[None, :]
-        if IS_CAUSAL:
-            keep = keep & (cols[None, :] <= rows[:, None])
-        s = tl.where(keep, s, float("-inf"))
+        s = _masked_scores(s, rows[:, None], cols[None, :], L, S, off_b, off_h,
+                           mask1_ptr, MN1, stride_m1b, stride_m1h, stride_m1m, stride_m1n,
+                           mask2_ptr, MN2, stride_m2b, stride_m2h, stride_m2m, stride_m2n, MASK1, MASK2, IS_CAUSAL)
         p = tl.exp2(s - lse[:, None])
         if DROPOUT:
             kept = _keep(seed, bh, rows[:, None], cols[None, :], S, dropout_p)
