@@ -32,6 +32,7 @@ from __future__ import annotations
 import ast
 import contextlib
 import dataclasses
+import functools
 import pickle
 import threading
 
@@ -141,8 +142,20 @@ class _Ctx:
                 if k not in ("needs_input_grad", "saved_tensors", "materialize_grads")}
 
 
+@functools.lru_cache(maxsize=4096)
+def _parsed(statics: str) -> tuple:
+    """The argument literal, parsed once per call site (a compiled graph passes the same string every step)."""
+    return ast.literal_eval(statics)
+
+
+@functools.lru_cache(maxsize=4096)
+def _unpickled(plan: str) -> tuple:
+    """A backward plan, unpickled once per call site; what comes out is only read (``_restore`` rebuilds)."""
+    return pickle.loads(plan.encode("latin-1"))
+
+
 def _forward(fn, tensors, ints, statics, needs, seed):
-    args = [_decode(node, tensors, ints, seed) for node in ast.literal_eval(statics)]
+    args = [_decode(node, tensors, ints, seed) for node in _parsed(statics)]
     ctx = _Ctx(needs)
     out = fn.forward(ctx, *args)
     return ctx, (out if isinstance(out, tuple) else (out,))
@@ -325,7 +338,7 @@ def _register(fn, name: str):
         return run(tensors, ints, statics, needs, mutated, fake=True)
 
     def backward_run(grads, bases, fresh, seeds, plan, needs, fake):
-        slots, n_saved, attrs, out_meta, materialize = pickle.loads(plan.encode("latin-1"))
+        slots, n_saved, attrs, out_meta, materialize = _unpickled(plan)
         device = next(t for t in (*grads, *bases, *fresh) if t is not None).device
         grads = [torch.zeros(shape, dtype=dtype, device=device) if g is None and materialize else g
                  for g, (shape, dtype) in zip(grads, out_meta)]
@@ -374,7 +387,7 @@ def _register(fn, name: str):
         ctx.plan = pickle.dumps(plan).decode("latin-1")
         ctx.needs, ctx.n_tensors, ctx.ints, ctx.mutated = list(needs), len(tensors), list(ints), list(mutated)
         ctx.n_bases, ctx.n_fresh = len(base_keys), len(fresh)
-        nodes = ast.literal_eval(statics)
+        nodes = _parsed(statics)
         ctx.grad_slots = [node[1] for i, node in enumerate(nodes) if node[0] == "T" and needs[i]]
         ctx.save_for_backward(*(pools[k][i] for k, i in base_keys), *fresh, seeds)
 
