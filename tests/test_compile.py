@@ -47,6 +47,16 @@ CASES = {
              lambda: (torch.randn(6, 2, 5),)),
     "multihead_attention": (lambda: tritonn.MultiheadAttention(8, 2, batch_first=True, kdim=6, vdim=5),
                             lambda: (torch.randn(2, 5, 8), torch.randn(2, 4, 6), torch.randn(2, 4, 5))),
+    "multihead_attention_masks": (
+        lambda: _Call(tritonn.MultiheadAttention(8, 2), lambda m, x: m(
+            x, x, x, attn_mask=torch.eye(5, dtype=torch.bool).roll(1, 0),
+            key_padding_mask=torch.tensor([[False] * 4 + [True], [False] * 5]), average_attn_weights=False)),
+        lambda: (torch.randn(5, 2, 8),)),
+    "encoder_layer_masks": (
+        lambda: _Call(tritonn.TransformerEncoderLayer(8, 2, 16, dropout=0.0, batch_first=True), lambda m, x: m(
+            x, src_mask=torch.tril(torch.ones(5, 5, dtype=torch.bool)).logical_not(),
+            src_key_padding_mask=torch.tensor([[False] * 4 + [True], [False] * 5]))),
+        lambda: (torch.randn(2, 5, 8),)),
     "layer_norm": (lambda: tritonn.LayerNorm((2, 4)), lambda: (torch.randn(3, 2, 4),)),
     "encoder_layer_pre_norm_gelu": (
         lambda: tritonn.TransformerEncoderLayer(8, 2, 16, dropout=0.0, norm_first=True, activation="gelu"),
@@ -54,6 +64,17 @@ CASES = {
     "transformer": (lambda: tritonn.Transformer(8, 2, 1, 1, 16, dropout=0.0, batch_first=True),
                     lambda: (torch.randn(2, 5, 8), torch.randn(2, 4, 8))),
 }
+
+
+class _Call(torch.nn.Module):
+    """A module called a particular way (masks, keyword arguments)."""
+
+    def __init__(self, module, call):
+        super().__init__()
+        self.module, self.call = module, call
+
+    def forward(self, *args):
+        return self.call(self.module, *args)
 
 
 @pytest.fixture(autouse=True)
@@ -69,6 +90,13 @@ def _first(out):
     return out[0] if isinstance(out, tuple) else out
 
 
+def _floats(out) -> list:
+    """Every floating tensor of a layer's output, nested tuples flattened."""
+    if isinstance(out, torch.Tensor):
+        return [out] if out.is_floating_point() else []
+    return [t for o in out if o is not None for t in _floats(o)]
+
+
 @pytest.mark.parametrize("case", list(CASES))
 def test_compiled_equals_eager_with_tritonn_ops_only(case):
     make, inputs = CASES[case]
@@ -76,16 +104,19 @@ def test_compiled_equals_eager_with_tritonn_ops_only(case):
     eager = make().double()
     compiled_module = copy.deepcopy(eager)
     xs = [x.double().requires_grad_() for x in inputs()]
-    reference = _first(eager(*xs))  # once: batch norm's running statistics move with every call
-    reference.sum().backward()
+    references = _floats(eager(*xs))  # once: batch norm's running statistics move with every call
+    sum(r.sum() for r in references if r.requires_grad).backward()
     expected = [x.grad.clone() for x in xs] + [p.grad for p in eager.parameters()]
     for x in xs:
         x.grad = None
     graphs = []
     compiled = torch.compile(compiled_module, backend=_recording_backend(graphs), fullgraph=True)
-    out = _first(compiled(*xs))
-    torch.testing.assert_close(out, reference, rtol=0, atol=0)
-    out.sum().backward()
+    outs = _floats(compiled(*xs))
+    assert len(outs) == len(references)
+    for out, reference in zip(outs, references):  # LSTM's h_n and c_n, attention weights too
+        torch.testing.assert_close(out, reference, rtol=0, atol=0)
+        assert out.requires_grad == reference.requires_grad
+    sum(o.sum() for o in outs if o.requires_grad).backward()
     got = [x.grad for x in xs] + [p.grad for p in compiled_module.parameters()]
     for a, b in zip(got, expected, strict=True):
         torch.testing.assert_close(a, b, rtol=0, atol=0)
@@ -184,3 +215,68 @@ def test_functional_ops_compile():
     torch.testing.assert_close(compiled(q, k, v, w), f(q, k, v, w), rtol=0, atol=0)
     compiled(q, k, v, w).sum().backward()
     assert all(t.grad is not None for t in (q, k, v, w))
+
+
+def test_compiled_dropout_equals_eager_under_the_same_seed():
+    """Seeds are drawn from torch's generator in the same order in both modes."""
+    torch.manual_seed(0)
+    eager = tritonn.TransformerEncoderLayer(8, 2, 16, dropout=0.3, batch_first=True).double()
+    compiled_module = copy.deepcopy(eager)
+    compiled = torch.compile(compiled_module, backend="aot_eager", fullgraph=True)
+    x = torch.randn(2, 5, 8, dtype=F64, requires_grad=True)
+    x2 = x.detach().clone().requires_grad_()
+    torch.manual_seed(5)
+    y = eager(x)
+    torch.manual_seed(5)
+    y2 = compiled(x2)
+    torch.testing.assert_close(y2, y, rtol=0, atol=0)
+    y.sum().backward()
+    y2.sum().backward()
+    torch.testing.assert_close(x2.grad, x.grad, rtol=0, atol=0)
+    for a, b in zip(compiled_module.parameters(), eager.parameters()):
+        torch.testing.assert_close(a.grad, b.grad, rtol=0, atol=0)
+
+
+def test_two_dropouts_of_one_tensor_stay_two():
+    """R-Drop / SimCSE: the compiler must not merge two identical dropout calls."""
+
+    def f(x):
+        return TF.dropout(x, 0.5), TF.dropout(x, 0.5)
+
+    x = torch.randn(64, 16, requires_grad=True)
+    a, b = torch.compile(f, backend="aot_eager", fullgraph=True)(x)
+    assert not torch.equal(a != 0, b != 0)
+
+
+def test_changing_floats_and_sizes_do_not_break_the_graph():
+    """A dropout schedule (p changes), an eps, and new batch sizes in training: floats are
+    specialized on, sizes stay symbolic (the backward op takes them as ints)."""
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(tritonn.Linear(8, 8), tritonn.LayerNorm(8), tritonn.Dropout(0.1))
+    graphs = []
+    compiled = torch.compile(model, backend=_recording_backend(graphs), fullgraph=True)
+    for p in (0.1, 0.2):
+        model[2].p = p
+        y = compiled(torch.randn(4, 8, requires_grad=True))
+        assert abs((y == 0).double().mean().item() - p) < 0.25
+    model[2].p = 0.0
+    forwards = len(graphs)
+    for batch in (3, 5, 7, 9, 11, 13, 15, 17, 19, 21):  # past Dynamo's recompile limit of 8
+        x = torch.randn(batch, 8, requires_grad=True)
+        y = compiled(x)
+        torch.testing.assert_close(y, model(x), rtol=0, atol=0)
+        y.sum().backward()
+    assert len(graphs) - forwards <= 4, "one dynamic graph (forward + backward) after the first new size"
+
+
+def test_batch_norm_eval_leaves_its_buffers_alone():
+    bn = tritonn.BatchNorm2d(3).eval()
+    compiled = torch.compile(bn, backend="aot_eager", fullgraph=True)
+    version = bn.running_mean._version
+    with torch.no_grad():
+        compiled(torch.randn(2, 3, 4, 4))
+    assert bn.running_mean._version == version
+    with torch.inference_mode():
+        frozen = tritonn.BatchNorm2d(3).eval()
+    with torch.no_grad():
+        torch.compile(frozen, backend="aot_eager", fullgraph=True)(torch.randn(2, 3, 4, 4))

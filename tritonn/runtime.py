@@ -115,6 +115,15 @@ def shared_memory_limit(device: torch.device) -> int:
     return _shared_memory[index]
 
 
+def next_pow2(n) -> int:
+    """The next power of two of n, at least 1: a block size for a dimension of n. A
+    symbolic n (torch.compile's shape-only run of a launcher) is read from its example
+    value, so that choosing launch blocks adds no guard on a dynamic size."""
+    if isinstance(n, torch.SymInt):
+        n = n.node.hint if n.node.hint is not None else 1
+    return triton.next_power_of_2(max(int(n), 1))
+
+
 def float_pair(v: float) -> tuple[float, float]:
     """v as float32 hi + lo: Triton passes a Python float to a kernel as float32, so a
     float64 kernel adds the two back (48 bits of v) where precision matters."""

@@ -22,7 +22,7 @@ import torch.nn.functional as F
 import triton
 
 from .. import runtime
-from .compiled import SEED_AT_RUN_TIME, apply, compilable, static_type
+from .compiled import Seed, apply, compilable, static_type
 from ..kernels.attention import (
     attention_dkdv_kernel,
     attention_dq_kernel,
@@ -264,9 +264,10 @@ def new_seed(dropout_p: float) -> int:
     would compile a different kernel (and 0 marks "no dropout")."""
     if dropout_p <= 0:
         return 0
+    seed = torch.randint(2, 2**31 - 1, (1,))
     if torch.compiler.is_compiling():
-        return SEED_AT_RUN_TIME  # drawn by the custom op when it runs, not baked into the graph
-    return int(torch.randint(2, 2**31 - 1, (1,)).item())
+        return Seed(seed)  # drawn in the graph at every run, read by the custom op
+    return int(seed.item())
 
 
 _FLOATING = (torch.float16, torch.bfloat16, torch.float32, torch.float64)

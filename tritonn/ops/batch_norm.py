@@ -59,14 +59,10 @@ INTERPRETER_FINALIZE_K = 64  # chunks merged per step
 MAX_CHUNKS = 32768  # grid axis 1 is limited to 65535
 
 
-def _pow2(n: int) -> int:
-    return triton.next_power_of_2(max(int(n), 1))
-
-
 def _block_l(L: int) -> int:
     """The NCHW row length: rows of at least GPU_MIN_ROW elements, least padding, longest."""
     if L <= GPU_MIN_ROW:
-        return _pow2(L)
+        return runtime.next_pow2(L)
     best = None
     for b in (64, 128, 256, 512, 1024):
         padded = triton.cdiv(L, b) * b
@@ -82,15 +78,15 @@ def tile_shape(N: int, C: int, L: int, channel_fast: bool, interpreting: bool) -
     if interpreting:
         tile = INTERPRETER_TILE
         if channel_fast:
-            bc = min(_pow2(C), tile)
-            bl = min(_pow2(L), max(tile // bc, 1))
+            bc = min(runtime.next_pow2(C), tile)
+            bl = min(runtime.next_pow2(L), max(tile // bc, 1))
         else:
-            bl = min(_pow2(L), tile)
-            bc = min(_pow2(C), max(tile // bl, 1))
-        bn = min(_pow2(N), max(tile // (bc * bl), 1))
+            bl = min(runtime.next_pow2(L), tile)
+            bc = min(runtime.next_pow2(C), max(tile // bl, 1))
+        bn = min(runtime.next_pow2(N), max(tile // (bc * bl), 1))
         return bn, bc, bl
     if channel_fast:
-        bc, bl = min(_pow2(C), GPU_MAX_BLOCK_C), 1
+        bc, bl = min(runtime.next_pow2(C), GPU_MAX_BLOCK_C), 1
     else:
         bl = _block_l(L)
         bc = max(GPU_MIN_ROW // bl, 1)
@@ -137,7 +133,10 @@ def plan(N: int, C: int, L: int, strides: list, device: torch.device, *, gpu: bo
     if gpu and sm_count is None:
         sm_count = _sm_count(device)
     knobs = (GPU_TILE, GPU_PROGRAMS_PER_SM) if gpu else (INTERPRETER_TILE, INTERPRETER_CHUNKS)
-    return _plan(N, C, L, tuple(map(tuple, strides)), gpu, sm_count, knobs)
+    args = (N, C, L, tuple(map(tuple, strides)), gpu, sm_count, knobs)
+    if any(isinstance(v, torch.SymInt) for v in (N, C, L, *(v for st in strides for v in st))):
+        return _plan.__wrapped__(*args)  # torch.compile's shape-only run: symbolic sizes do not hash
+    return _plan(*args)
 
 
 @functools.lru_cache(maxsize=1024)
@@ -175,7 +174,7 @@ def _plan(N, C, L, strides, gpu, sm_count, knobs):
 
 def _finalize_blocks(C: int, num_chunks: int) -> dict:
     if runtime.INTERPRETING:
-        return {"BLOCK_K": min(_pow2(num_chunks), INTERPRETER_FINALIZE_K), "BLOCK_C": min(_pow2(C), 1024)}
+        return {"BLOCK_K": min(runtime.next_pow2(num_chunks), INTERPRETER_FINALIZE_K), "BLOCK_C": min(runtime.next_pow2(C), 1024)}
     return dict(FINALIZE_BLOCKS_GPU, num_warps=FINALIZE_WARPS)
 
 
@@ -370,7 +369,7 @@ def backward(grad_y, x, stats, weight, bias, *, batch_stats, activation, need_x,
 # ---------------------------------------------------------------- autograd
 
 
-@compilable("batch_norm", mutates=(3, 4, 5))
+@compilable("batch_norm", mutates=lambda args: (3, 4, 5) if args[6] else ())  # training: running stats
 class BatchNormFunction(torch.autograd.Function):
     """x (N, C, *), weight/bias (C,) or None; running statistics and the batch counter
     are updated in place (not differentiable), like torch's."""

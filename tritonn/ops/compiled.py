@@ -1,8 +1,8 @@
 """torch.compile support: every tritonn autograd Function is also a pair of torch custom ops.
 
 Eager calls run ``Function.apply`` (the cheapest dispatch). Under ``torch.compile``,
-``apply(Function, *args)`` calls ``tritonn::<name>`` instead, a custom op with
-autograd registered (``register_autograd``) whose backward is the custom op
+``apply(name, *args)`` calls ``tritonn::<name>`` instead, a custom op with autograd
+registered (``register_autograd``) whose backward is the custom op
 ``tritonn::<name>_backward``. The compiler sees each as one opaque op: no graph break
 at ``fullgraph=True``, and Inductor leaves the Triton kernels alone.
 
@@ -14,17 +14,21 @@ construction.
 
 What crosses the op boundary, whose schema knows only tensors and primitives:
 * arguments: tensors, wherever they sit (also inside dataclasses such as attention's
-  ``Mask``), go into a tensor list; the rest is written as a literal string
-  (dataclasses by name, rebuilt inside the op). A tensor the forward writes (batch
-  norm's running statistics) is cloned inside the op and the clone returned: autograd
-  can only be registered on a functional op; ``apply`` copies it back;
-* seeds: under compile ``new_seed`` returns ``SEED_AT_RUN_TIME``; the forward op draws
-  the real seeds when it runs and returns them as a tensor, which the backward reads;
+  ``Mask``), go into a tensor list, ints into an int list (a dynamic size is a SymInt,
+  which only an int list carries), floats into a float list (where Dynamo specializes
+  them); the rest is written as a literal string (dataclasses by name, rebuilt inside
+  the op). A tensor the forward writes (batch norm's running statistics in training)
+  is cloned inside the op and the clone returned: autograd can only be registered on a
+  functional op; ``apply`` copies it back;
+* seeds: under compile ``new_seed`` draws the seed in the graph (``torch.randint``, a
+  random op the compiler keeps per call and orders) and returns it as a ``Seed``; the
+  forward op reads it when it runs and hands the seeds it used to the backward op;
 * the ctx: saved tensors that are views of an input or of an output are re-made from
   it (an op output may not alias an input or another output); the others are extra
   outputs of the forward op. The ctx's other attributes (geometry, shapes) are
-  recomputed when autograd is set up, by replaying the forward on the fake inputs, and
-  reach the backward op pickled in a string with the seeds left as slots.
+  recomputed when autograd is set up, by replaying the forward on the fake inputs; they
+  reach the backward op pickled in a string, with their ints (sizes may be symbolic) in
+  an int list and the seeds left as slots.
 """
 
 from __future__ import annotations
@@ -33,16 +37,25 @@ import ast
 import contextlib
 import dataclasses
 import functools
+import itertools
 import pickle
 import threading
 
 import torch
 from triton.runtime.jit import KernelInterface
 
-SEED_AT_RUN_TIME = -0x5EED  # new_seed's answer under compile: the op draws the seed
 _SEED_SLOT = -(2**40)  # the k-th seed of a replayed forward is _SEED_SLOT - k
+_MAX_SEEDS = 2**20
 _STATIC_TYPES: dict[str, type] = {}
-_OPS: dict[str, tuple] = {}  # op name -> (Function, its custom op, positions it mutates)
+_OPS: dict[str, tuple] = {}  # op name -> (Function, its custom op, what it mutates)
+
+
+class Seed:
+    """A dropout seed drawn in a compiled graph: a 1-element int64 tensor, which the op
+    reads as the int its Function expects."""
+
+    def __init__(self, tensor: torch.Tensor):
+        self.tensor = tensor
 
 
 def static_type(cls: type) -> type:
@@ -64,10 +77,12 @@ def _getitem(self, grid):
 
 
 class _shapes_only:
-    """Within: Triton kernels (jit, interpreted, autotuned) do not launch, in this thread."""
+    """Within: Triton kernels (jit, interpreted, autotuned: all launch through
+    ``KernelInterface.__getitem__``) do not launch, in this thread."""
 
     def __enter__(self):
-        KernelInterface.__getitem__ = _getitem  # installed once; a no-op outside the block
+        if KernelInterface.__getitem__ is not _getitem:  # installed on first use; delegates outside the block
+            KernelInterface.__getitem__ = _getitem
         self.previous = getattr(_state, "shapes_only", False)
         _state.shapes_only = True
 
@@ -75,71 +90,54 @@ class _shapes_only:
         _state.shapes_only = self.previous
 
 
-# ---------------------------------------------------------------- arguments <-> (tensors, literal)
+# ---------------------------------------------------------------- arguments <-> (tensors, ints, floats, literal)
 
 
-def _encode(obj, tensors: list, ints: list):
-    """A literal for ``obj``; its tensors appended to ``tensors``, its ints to ``ints``
-    (an int may be a dynamic size, which only an int list argument can carry). Runs
-    under Dynamo: plain Python on constants."""
+def _encode(obj, tensors: list, ints: list, floats: list):
+    """A literal for ``obj``; its tensors, ints and floats appended to their lists.
+    Runs under Dynamo: plain Python on constants."""
+    if isinstance(obj, Seed):
+        tensors.append(obj.tensor)
+        return ("S", len(tensors) - 1)
     if isinstance(obj, torch.Tensor):
         tensors.append(obj)
         return ("T", len(tensors) - 1)
     if dataclasses.is_dataclass(obj):
-        return ("D", type(obj).__name__,
-                tuple((f.name, _encode(getattr(obj, f.name), tensors, ints)) for f in dataclasses.fields(obj)))
+        return ("D", type(obj).__name__, tuple((f.name, _encode(getattr(obj, f.name), tensors, ints, floats))
+                                                for f in dataclasses.fields(obj)))
     if isinstance(obj, (tuple, list)):
-        return ("L" if isinstance(obj, list) else "U", tuple(_encode(o, tensors, ints) for o in obj))
-    if isinstance(obj, int) and not isinstance(obj, bool):
+        return ("L" if isinstance(obj, list) else "U", tuple(_encode(o, tensors, ints, floats) for o in obj))
+    if isinstance(obj, bool) or obj is None or isinstance(obj, str):
+        return ("V", obj)
+    if isinstance(obj, int):
         ints.append(obj)
         return ("I", len(ints) - 1)
+    if isinstance(obj, float):
+        floats.append(obj)
+        return ("F", len(floats) - 1)
     return ("V", obj)
 
 
-def _decode(node, tensors, ints, seed):
+def _decode(node, tensors, ints, floats, seed):
     kind, *rest = node
     if kind == "T":
         return tensors[rest[0]]
+    if kind == "S":
+        return seed(tensors[rest[0]])
     if kind == "I":
-        value = ints[rest[0]]
-        return seed() if value == SEED_AT_RUN_TIME else value
+        return ints[rest[0]]
+    if kind == "F":
+        return floats[rest[0]]
     if kind == "D":
         name, fields = rest
         obj = object.__new__(_STATIC_TYPES[name])
         for field, value in fields:
-            object.__setattr__(obj, field, _decode(value, tensors, ints, seed))
+            object.__setattr__(obj, field, _decode(value, tensors, ints, floats, seed))
         return obj
     if kind in ("L", "U"):
-        items = [_decode(o, tensors, ints, seed) for o in rest[0]]
+        items = [_decode(o, tensors, ints, floats, seed) for o in rest[0]]
         return items if kind == "L" else tuple(items)
     return rest[0]
-
-
-# ---------------------------------------------------------------- the recording ctx
-
-
-class _Ctx:
-    """What a Function's forward and backward use of ``ctx``, recorded."""
-
-    def __init__(self, needs, attrs=None, saved=()):
-        self.needs_input_grad = tuple(needs)
-        self.saved_tensors = tuple(saved)
-        self.materialize_grads = True
-        if attrs:
-            self.__dict__.update(attrs)
-
-    def save_for_backward(self, *tensors):
-        self.saved_tensors = tensors
-
-    def set_materialize_grads(self, value):
-        self.materialize_grads = value
-
-    def mark_non_differentiable(self, *tensors):
-        pass
-
-    def attrs(self) -> dict:
-        return {k: v for k, v in self.__dict__.items()
-                if k not in ("needs_input_grad", "saved_tensors", "materialize_grads")}
 
 
 @functools.lru_cache(maxsize=4096)
@@ -154,8 +152,36 @@ def _unpickled(plan: str) -> tuple:
     return pickle.loads(plan.encode("latin-1"))
 
 
-def _forward(fn, tensors, ints, statics, needs, seed):
-    args = [_decode(node, tensors, ints, seed) for node in _parsed(statics)]
+# ---------------------------------------------------------------- the recording ctx
+
+
+class _Ctx:
+    """What a Function's forward and backward use of ``ctx``, recorded."""
+
+    def __init__(self, needs, attrs=None, saved=()):
+        self.needs_input_grad = tuple(needs)
+        self.saved_tensors = tuple(saved)
+        self.materialize_grads = True
+        self.non_differentiable = []
+        if attrs:
+            self.__dict__.update(attrs)
+
+    def save_for_backward(self, *tensors):
+        self.saved_tensors = tensors
+
+    def set_materialize_grads(self, value):
+        self.materialize_grads = value
+
+    def mark_non_differentiable(self, *tensors):
+        self.non_differentiable += tensors
+
+    def attrs(self) -> dict:
+        return {k: v for k, v in self.__dict__.items()
+                if k not in ("needs_input_grad", "saved_tensors", "materialize_grads", "non_differentiable")}
+
+
+def _forward(fn, tensors, ints, floats, statics, needs, seed):
+    args = [_decode(node, tensors, ints, floats, seed) for node in _parsed(statics)]
     ctx = _Ctx(needs)
     out = fn.forward(ctx, *args)
     return ctx, (out if isinstance(out, tuple) else (out,))
@@ -179,11 +205,31 @@ def _unaliased(results: list, inputs: list) -> list:
     return out
 
 
+# ---------------------------------------------------------------- the backward's plan
+
+
+class _AttrTensor:
+    """Stands for the i-th tensor among a ctx's attributes while they are pickled."""
+
+    def __init__(self, index: int):
+        self.index = index
+
+
+class _Int:
+    """Stands for the i-th int of a plan, which travels in an int list (it may be symbolic)."""
+
+    def __init__(self, index: int):
+        self.index = index
+
+
 def _tree_map(fn, obj):
     """fn applied to every leaf of obj, through tuples (torch.Size too), lists, dicts and
     dataclass instances, which are rebuilt rather than changed."""
     if isinstance(obj, (tuple, list)):
-        return type(obj)(_tree_map(fn, o) for o in obj)
+        items = [_tree_map(fn, o) for o in obj]
+        if isinstance(obj, torch.Size) and not all(isinstance(i, (int, torch.SymInt)) for i in items):
+            return tuple(items)  # a size holding slots for a while
+        return type(obj)(items)
     if isinstance(obj, dict):
         return {k: _tree_map(fn, v) for k, v in obj.items()}
     if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
@@ -192,13 +238,6 @@ def _tree_map(fn, obj):
             object.__setattr__(copy, f.name, _tree_map(fn, getattr(obj, f.name)))
         return copy
     return fn(obj)
-
-
-@dataclasses.dataclass
-class _AttrTensor:
-    """Stands for the i-th tensor among a ctx's attributes while they are pickled."""
-
-    index: int
 
 
 def _plan(ctx: _Ctx, inputs: list, outputs: tuple):
@@ -232,30 +271,53 @@ def _plan(ctx: _Ctx, inputs: list, outputs: tuple):
     return fresh, slots, n_saved, attrs
 
 
-def _restore(attrs: dict, tensors: list, seeds: list) -> dict:
-    """Pickled ctx attributes made whole: their tensors back, and the seed slots of the
-    replayed forward filled with the seeds the forward op drew."""
+def _lift_ints(obj, ints: list):
+    """obj with every int replaced by an ``_Int`` slot, the ints appended to ``ints``."""
 
-    def leaf(obj):
-        if isinstance(obj, _AttrTensor):
-            return tensors[obj.index]
-        if isinstance(obj, int) and not isinstance(obj, bool) and _SEED_SLOT - 64 < obj <= _SEED_SLOT:
-            return seeds[_SEED_SLOT - obj]
-        return obj
+    def lift(v):
+        if isinstance(v, (int, torch.SymInt)) and not isinstance(v, bool):
+            ints.append(v)
+            return _Int(len(ints) - 1)
+        return v
+
+    return _tree_map(lift, obj)
+
+
+def _with_ints(plan, ints: list):
+    """A pickled plan with its ints back in their slots."""
+    return _tree_map(lambda v: ints[v.index] if isinstance(v, _Int) else v, plan)
+
+
+def _restore(attrs: dict, tensors: list, seeds: list) -> dict:
+    """A ctx's attributes made whole: tensors back in their slots, and the seed slots of
+    the replayed forward filled with the seeds the forward op drew."""
+
+    def leaf(v):
+        if isinstance(v, _AttrTensor):
+            return tensors[v.index]
+        if type(v) is int and _SEED_SLOT - _MAX_SEEDS < v <= _SEED_SLOT:
+            return seeds[_SEED_SLOT - v]
+        return v
 
     return _tree_map(leaf, attrs)
+
+
+def _no_grads(values: list):
+    # an empty list is an empty subtree of autograd's structure check, a full primitive list a leaf
+    return None if values else []
 
 
 # ---------------------------------------------------------------- registration
 
 
-def compilable(name: str, mutates: tuple = ()):
+def compilable(name: str, mutates=()):
     """Class decorator: register ``tritonn::<name>`` and ``tritonn::<name>_backward`` for
-    an autograd Function. ``mutates``: positions of tensor arguments the forward writes."""
+    an autograd Function. ``mutates``: positions of tensor arguments the forward writes,
+    or a function of the arguments giving them."""
 
     def register(fn):
         fn.forward = staticmethod(_owning(fn.forward))
-        _OPS[name] = (fn, _register(fn, name), tuple(mutates))
+        _OPS[name] = (fn, _register(fn, name), mutates)
         return fn
 
     return register
@@ -284,61 +346,49 @@ def apply(name: str, *args):
     fn, op, mutates = _OPS[name]
     if not torch.compiler.is_compiling():
         return fn.apply(*args)
-    tensors, ints = [], []
-    nodes = tuple(_encode(a, tensors, ints) for a in args)
-    mutated = [node[1] for i, node in enumerate(nodes) if i in mutates and node[0] == "T"]
+    tensors, ints, floats = [], [], []
+    nodes = tuple(_encode(a, tensors, ints, floats) for a in args)
+    positions = mutates(args) if callable(mutates) else mutates
+    mutated = [node[1] for i, node in enumerate(nodes) if i in positions and node[0] == "T"]
     grad = torch.is_grad_enabled()
     needs = [isinstance(a, torch.Tensor) and grad and a.requires_grad for a in args]
-    outs, _, _, updated = op(tensors, ints, repr(nodes), needs, mutated)
+    outs, _, _, updated = op(tensors, ints, floats, repr(nodes), needs, mutated)
     with torch.no_grad():  # running statistics: written, never differentiated
         for index, new in zip(mutated, updated):
             tensors[index].copy_(new)
     return outs[0] if len(outs) == 1 else tuple(outs)
 
 
-def _concrete(obj):
-    """obj with its symbolic ints made ints (a dynamic size is specialized on: what the
-    backward op receives is pickled, and launch grids are plain ints anyway)."""
-    return _tree_map(lambda o: int(o) if isinstance(o, torch.SymInt) else o, obj)
-
-
-def _no_grads(int_list: list):
-    # an empty int list is an empty subtree of autograd's structure check, a full one a leaf
-    return None if int_list else []
-
-
 def _register(fn, name: str):
-    def run(tensors, ints, statics, needs, mutated, fake):
+    def run(tensors, ints, floats, statics, needs, mutated, fake):
         drawn = []
 
-        def seed():
-            from .attention import new_seed
-
-            drawn.append(2 if fake else new_seed(1.0))
+        def seed(tensor):
+            drawn.append(2 if fake else int(tensor.item()))
             return drawn[-1]
 
         tensors = list(tensors)
         for i in mutated:
             tensors[i] = tensors[i].clone()
         with _shapes_only() if fake else contextlib.nullcontext():
-            ctx, outs = _forward(fn, tensors, ints, statics, needs, seed)
+            ctx, outs = _forward(fn, tensors, ints, floats, statics, needs, seed)
         fresh = _plan(ctx, tensors, outs)[0]
         outs = _unaliased(list(outs), tensors)
         seeds = torch.tensor(drawn, dtype=torch.int64) if not fake else torch.empty(len(drawn), dtype=torch.int64)
         return outs, fresh, seeds, [tensors[i] for i in mutated]
 
     @torch.library.custom_op(f"tritonn::{name}", mutates_args=())
-    def forward_op(tensors: list[torch.Tensor | None], ints: list[int], statics: str, needs: list[bool],
-                   mutated: list[int]
+    def forward_op(tensors: list[torch.Tensor | None], ints: list[int], floats: list[float], statics: str,
+                   needs: list[bool], mutated: list[int]
                    ) -> tuple[list[torch.Tensor], list[torch.Tensor], torch.Tensor, list[torch.Tensor]]:
-        return run(tensors, ints, statics, needs, mutated, fake=False)
+        return run(tensors, ints, floats, statics, needs, mutated, fake=False)
 
     @forward_op.register_fake
-    def _(tensors, ints, statics, needs, mutated):
-        return run(tensors, ints, statics, needs, mutated, fake=True)
+    def _(tensors, ints, floats, statics, needs, mutated):
+        return run(tensors, ints, floats, statics, needs, mutated, fake=True)
 
-    def backward_run(grads, bases, fresh, seeds, plan, needs, fake):
-        slots, n_saved, attrs, out_meta, materialize = _unpickled(plan)
+    def backward_run(grads, bases, fresh, seeds, plan, plan_ints, needs, fake):
+        slots, n_saved, attrs, out_meta, materialize = _with_ints(_unpickled(plan), plan_ints)
         device = next(t for t in (*grads, *bases, *fresh) if t is not None).device
         grads = [torch.zeros(shape, dtype=dtype, device=device) if g is None and materialize else g
                  for g, (shape, dtype) in zip(grads, out_meta)]
@@ -354,7 +404,8 @@ def _register(fn, name: str):
             return base_of[(slot[0], slot[1])].as_strided(size, stride, offset)
 
         tensors = [make(s) for s in slots]
-        attrs = _restore(attrs, tensors[n_saved:], [2] * 64 if fake else [int(s) for s in seeds.tolist()])
+        drawn = [2] * seeds.shape[0] if fake else [int(s) for s in seeds.tolist()]
+        attrs = _restore(attrs, tensors[n_saved:], drawn)
         ctx = _Ctx(needs, attrs, tensors[:n_saved])
         with _shapes_only() if fake else contextlib.nullcontext():
             result = fn.backward(ctx, *grads)
@@ -363,42 +414,47 @@ def _register(fn, name: str):
 
     @torch.library.custom_op(f"tritonn::{name}_backward", mutates_args=())
     def backward_op(grads: list[torch.Tensor | None], bases: list[torch.Tensor], fresh: list[torch.Tensor],
-                    seeds: torch.Tensor, plan: str, needs: list[bool]) -> list[torch.Tensor]:
-        return backward_run(grads, bases, fresh, seeds, plan, needs, fake=False)
+                    seeds: torch.Tensor, plan: str, plan_ints: list[int], needs: list[bool]) -> list[torch.Tensor]:
+        return backward_run(grads, bases, fresh, seeds, plan, plan_ints, needs, fake=False)
 
     @backward_op.register_fake
-    def _(grads, bases, fresh, seeds, plan, needs):
-        return backward_run(grads, bases, fresh, seeds, plan, needs, fake=True)
+    def _(grads, bases, fresh, seeds, plan, plan_ints, needs):
+        return backward_run(grads, bases, fresh, seeds, plan, plan_ints, needs, fake=True)
 
     def setup_context(ctx, inputs, output):
-        tensors, ints, statics, needs, mutated = inputs
+        tensors, ints, floats, statics, needs, mutated = inputs
         outs, fresh, seeds, _ = output
         tensors = [t.clone() if i in mutated else t for i, t in enumerate(tensors)]
-        count = iter(range(64))
+        slot = itertools.count()
         with _shapes_only():
-            rctx, routs = _forward(fn, tensors, ints, statics, needs, lambda: _SEED_SLOT - next(count))
+            rctx, routs = _forward(fn, tensors, ints, floats, statics, needs, lambda _: _SEED_SLOT - next(slot))
         replay_fresh, slots, n_saved, attrs = _plan(rctx, tensors, routs)
         if len(replay_fresh) != len(fresh):
             raise RuntimeError(f"tritonn::{name}: the forward saved different tensors when replayed")
         pools = {"I": tensors, "R": list(outs)}
         base_keys = sorted({(s[0], s[1]) for s in slots if s[0] in ("I", "R")})
         out_meta = [(tuple(o.shape), o.dtype) for o in outs]
-        plan = _concrete((slots, n_saved, attrs, out_meta, rctx.materialize_grads))
-        ctx.plan = pickle.dumps(plan).decode("latin-1")
-        ctx.needs, ctx.n_tensors, ctx.ints, ctx.mutated = list(needs), len(tensors), list(ints), list(mutated)
+        plan_ints = []
+        plan = _lift_ints((slots, n_saved, attrs, out_meta, rctx.materialize_grads), plan_ints)
+        ctx.plan, ctx.plan_ints = pickle.dumps(plan).decode("latin-1"), plan_ints
+        ctx.needs, ctx.n_tensors = list(needs), len(tensors)
+        ctx.no_grads = tuple(_no_grads(v) for v in (ints, floats, mutated))
         ctx.n_bases, ctx.n_fresh = len(base_keys), len(fresh)
-        nodes = _parsed(statics)
-        ctx.grad_slots = [node[1] for i, node in enumerate(nodes) if node[0] == "T" and needs[i]]
+        ctx.grad_slots = [node[1] for i, node in enumerate(_parsed(statics)) if node[0] == "T" and needs[i]]
         ctx.save_for_backward(*(pools[k][i] for k, i in base_keys), *fresh, seeds)
+        marked = [i for i, o in enumerate(routs) if any(o is m for m in rctx.non_differentiable)]
+        if marked:
+            ctx.mark_non_differentiable(*(outs[i] for i in marked))
 
     def backward(ctx, grad_outs, _grad_fresh, _grad_seeds, _grad_updated):
         saved = ctx.saved_tensors
         bases, fresh, seeds = saved[:ctx.n_bases], saved[ctx.n_bases:ctx.n_bases + ctx.n_fresh], saved[-1]
-        grads = backward_op(list(grad_outs), list(bases), list(fresh), seeds, ctx.plan, ctx.needs)
+        grads = backward_op(list(grad_outs), list(bases), list(fresh), seeds, ctx.plan, ctx.plan_ints, ctx.needs)
         tensor_grads = [None] * ctx.n_tensors
         for index, g in zip(ctx.grad_slots, grads):
             tensor_grads[index] = g
-        return tensor_grads, _no_grads(ctx.ints), None, None, _no_grads(ctx.mutated)
+        no_ints, no_floats, no_mutated = ctx.no_grads
+        return tensor_grads, no_ints, no_floats, None, None, no_mutated
 
     forward_op.register_autograd(backward, setup_context=setup_context)
     return forward_op

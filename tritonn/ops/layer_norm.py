@@ -32,21 +32,17 @@ INTERPRETER_PROGRAMS = 1  # backward programs under the interpreter (tests raise
 _FLOATING = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 
 
-def _pow2(n: int) -> int:
-    return triton.next_power_of_2(max(int(n), 1))
-
-
 def blocks(M: int, N: int, gpu: bool | None = None) -> dict:
     """BLOCK_M, BLOCK_N, ONE_PASS and num_warps for rows of N."""
     if gpu is None:
         gpu = not runtime.INTERPRETING
     if gpu:
-        bn = min(_pow2(N), GPU_MAX_BLOCK_N)
+        bn = min(runtime.next_pow2(N), GPU_MAX_BLOCK_N)
         bm = max(1, min(GPU_TILE // bn, 16))
         warps = 4 if bn * bm <= 2048 else 8 if bn * bm <= 4096 else 16
     else:
-        bn = min(_pow2(N), INTERPRETER_TILE)
-        bm = min(_pow2(M), max(1, INTERPRETER_TILE // bn))
+        bn = min(runtime.next_pow2(N), INTERPRETER_TILE)
+        bm = min(runtime.next_pow2(M), max(1, INTERPRETER_TILE // bn))
         warps = 1
     return {"BLOCK_M": bm, "BLOCK_N": bn, "ONE_PASS": N <= bn, "num_warps": warps}
 

@@ -165,10 +165,6 @@ def check_max_pool2d(x, kernel_size, stride, padding, dilation, ceil_mode):
 # ---------------------------------------------------------------- launchers
 
 
-def _pow2(n: int) -> int:
-    return triton.next_power_of_2(max(int(n), 1))
-
-
 def _tile() -> int:
     return INTERPRETER_TILE if runtime.INTERPRETING else GPU_TILE
 
@@ -177,22 +173,22 @@ def nchw_blocks(planes: int, rows: int, cols: int) -> dict:
     """[planes, rows, cols] tile of about ``GPU_TILE`` elements (whole short rows, and
     several small planes per program)."""
     tile = _tile()
-    bw = min(_pow2(cols), MAX_BLOCK_W)
-    fits = [1 << i for i in range(min(_pow2(rows), max(tile // bw, 1)).bit_length())]
+    bw = min(runtime.next_pow2(cols), MAX_BLOCK_W)
+    fits = [1 << i for i in range(min(runtime.next_pow2(rows), max(tile // bw, 1)).bit_length())]
     if runtime.INTERPRETING:
         bh = fits[-1]  # fewest programs: the interpreter's cost is per program
     else:
         # the largest row block among those that pad the rows least (56 rows: 8, not 32 -> 64)
         bh = min(fits, key=lambda b: (triton.cdiv(rows, b) * b, -b))
-    bp = min(_pow2(planes), max(tile // (bw * bh), 1))
+    bp = min(runtime.next_pow2(planes), max(tile // (bw * bh), 1))
     return {"BLOCK_P": bp, "BLOCK_H": bh, "BLOCK_W": bw}
 
 
 def nhwc_blocks(positions: int, channels: int) -> dict:
     """[positions, channels] tile: all channels up to MAX_BLOCK_C, positions fill the rest."""
     tile = _tile()
-    bc = min(_pow2(channels), MAX_BLOCK_C)
-    bp = min(_pow2(positions), max(tile // bc, 1))
+    bc = min(runtime.next_pow2(channels), MAX_BLOCK_C)
+    bp = min(runtime.next_pow2(positions), max(tile // bc, 1))
     return {"BLOCK_P": bp, "BLOCK_C": bc}
 
 

@@ -233,7 +233,10 @@ def multi_head_attention_forward(
     if key_padding_mask is not None:
         # the keys it masks: static_k's when given (bias_k / zero-attention columns lie past it)
         keys = static_k.shape[1] if static_k is not None else src_len
-        F._check_key_padding_mask(key_padding_mask, keys, bsz)
+        for dim, expected in ((0, bsz), (1, keys)):  # torch's check, as a plain raise (Dynamo traces it)
+            if key_padding_mask.shape[dim] != expected:
+                raise AssertionError(f"Expected key_padded_mask.shape[{dim}] to be {expected}, "
+                                     f"but got {key_padding_mask.shape[dim]}")
         kpm = key_padding_mask.view(bsz, 1, 1, keys).expand(bsz, num_heads, tgt_len, keys)
         masks[1] = Mask(kpm, _kind(key_padding_mask))
 
