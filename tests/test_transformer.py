@@ -299,6 +299,20 @@ def test_dropout_train_eval_and_statistics():
         TF.dropout(x, 1.5)
 
 
+def test_dropout_of_nan_and_inf_is_nan_like_torch():
+    """torch multiplies by the mask: a dropped NaN or inf gives NaN, not 0 (p = 1 too)."""
+    from tritonn.ops.dropout import residual_dropout
+
+    x = torch.tensor([float("nan"), float("inf"), -float("inf")] * 40)
+    for p in (0.5, 1.0):
+        for y in (TF.dropout(x, p), residual_dropout(torch.zeros_like(x), x, p, True),
+                  TF.linear(x.view(-1, 1), torch.ones(1, 1), dropout=p).view(-1)):
+            kept = ~y.isnan()
+            assert torch.equal(y[kept], x[kept] / (1 - p)), (p, y)
+            assert (~kept).any()  # dropped ones: NaN, as torch.nn.functional.dropout gives
+    assert torch.nn.functional.dropout(x, 1.0).isnan().all()
+
+
 def test_encoder_layer_dropout_train_eval():
     ref = torch.nn.TransformerEncoderLayer(E, H, FF, dropout=0.5)
     ours = tritonn.TransformerEncoderLayer(E, H, FF, dropout=0.5)

@@ -6,7 +6,7 @@ layers, nn.Dropout, the Transformer's residual dropout fused with LayerNorm) dra
 mask here, so a backward re-draws exactly the forward's mask from the seed. Offsets
 are taken modulo 2^32 by Philox's 32-bit counter: past 2^32 elements the mask repeats.
 
-dropout_kernel            out = x * keep / (1 - p); program pid: BLOCK contiguous elements
+dropout_kernel            out = x * (keep / (1 - p)); program pid: BLOCK contiguous elements
 residual_dropout_kernel   out = r + x * keep / (1 - p) (r + x without DROPOUT)
 """
 
@@ -23,10 +23,11 @@ def keep_mask(seed, offs, p):
 
 @triton.jit
 def dropped(x, seed, offs, p, scale_hi, scale_lo):
-    """x * keep / (1 - p), 0 where dropped. The scale comes as a float32 pair
-    (hi + lo): a lone float argument is float32, too coarse for float64 tensors."""
+    """x * (keep / (1 - p)): a multiplication, as torch's dropout, so a dropped NaN or
+    inf stays NaN. The scale comes as a float32 pair (hi + lo): a lone float argument is
+    float32, too coarse for float64 tensors."""
     scale = tl.cast(scale_hi, x.dtype) + tl.cast(scale_lo, x.dtype)
-    return tl.where(keep_mask(seed, offs, p), x * scale, 0.0)
+    return x * tl.where(keep_mask(seed, offs, p), scale, 0.0)
 
 
 @triton.jit
