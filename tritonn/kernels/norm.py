@@ -253,6 +253,21 @@ def batch_norm_forward_kernel(
 
 
 @triton.jit
+def _grad_tile(dy_row, x_row, l, mask, mean, scale, shift, stride_dyl, stride_xl,
+               NEED_XMU: tl.constexpr, ACTIVATION: tl.constexpr, ACC: tl.constexpr):
+    """One (N, C, L) tile of the backward's inputs: dz = dy * act'(z) (z recomputed from x;
+    dy without activation) and, when NEED_XMU, x - mean (else zeros, never read)."""
+    dz = tl.load(dy_row + tl.cast(l, tl.int64) * stride_dyl, mask=mask, other=0.0).to(ACC)
+    xmu = tl.zeros_like(dz)
+    if NEED_XMU or ACTIVATION != "none":
+        x = tl.load(x_row + tl.cast(l, tl.int64) * stride_xl, mask=mask, other=0.0).to(ACC)
+        xmu = x - mean[None, :, None]
+        if ACTIVATION != "none":
+            dz = tl.where(mask, activation_grad(dz, _preact(xmu, scale, shift), ACTIVATION), 0.0)
+    return dz, xmu
+
+
+@triton.jit
 def batch_norm_partial_grads_kernel(
     dy_ptr, x_ptr, stats_ptr, w_ptr, b_ptr, partial_ptr,
     N, C, L,
@@ -283,14 +298,10 @@ def batch_norm_partial_grads_kernel(
         x_row = x_base + tl.cast(n, tl.int64) * stride_xn
         for l in range(l_start, l_end, BLOCK_L):
             mask = mask_n & (offs_l < l_end - l)[None, None, :]
-            dz = tl.load(dy_row + tl.cast(l, tl.int64) * stride_dyl, mask=mask, other=0.0).to(ACC)
-            if NEED_XMU or ACTIVATION != "none":
-                x = tl.load(x_row + tl.cast(l, tl.int64) * stride_xl, mask=mask, other=0.0).to(ACC)
-                xmu = x - mean[None, :, None]
-                if ACTIVATION != "none":
-                    dz = tl.where(mask, activation_grad(dz, _preact(xmu, scale, shift), ACTIVATION), 0.0)
-                if NEED_XMU:
-                    s2 += dz * xmu
+            dz, xmu = _grad_tile(dy_row, x_row, l, mask, mean, scale, shift, stride_dyl, stride_xl, NEED_XMU,
+                                 ACTIVATION, ACC)
+            if NEED_XMU:
+                s2 += dz * xmu
             s1 += dz
     out = partial_ptr + chunk.to(tl.int64) * 2 * C + offs_c
     tl.store(out, tl.sum(tl.sum(s1, axis=2), axis=0), mask=mask_c)
@@ -370,14 +381,10 @@ def batch_norm_backward_kernel(
         dx_row = dx_base + tl.cast(n, tl.int64) * stride_dxn
         for l in range(l_start, l_end, BLOCK_L):
             mask = mask_n & (offs_l < l_end - l)[None, None, :]
-            dz = tl.load(dy_row + tl.cast(l, tl.int64) * stride_dyl, mask=mask, other=0.0).to(ACC)
-            if BATCH_STATS or ACTIVATION != "none":
-                x = tl.load(x_row + tl.cast(l, tl.int64) * stride_xl, mask=mask, other=0.0).to(ACC)
-                xmu = x - mean[None, :, None]
-                if ACTIVATION != "none":
-                    dz = activation_grad(dz, _preact(xmu, scale, shift), ACTIVATION)
-                if BATCH_STATS:
-                    dz = dz - mean_dz[None, :, None] - xmu * proj[None, :, None]
+            dz, xmu = _grad_tile(dy_row, x_row, l, mask, mean, scale, shift, stride_dyl, stride_xl, BATCH_STATS,
+                                 ACTIVATION, ACC)
+            if BATCH_STATS:
+                dz = dz - mean_dz[None, :, None] - xmu * proj[None, :, None]
             dx = dz * scale[None, :, None]
             tl.store(dx_row + tl.cast(l, tl.int64) * stride_dxl, cast_to(dx, dx_ptr.dtype.element_ty), mask=mask)
 
