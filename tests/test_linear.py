@@ -276,7 +276,12 @@ def test_double_backward_refuses_instead_of_lying(device):
     w = torch.randn(2, 4, device=device, requires_grad=True)
     with pytest.raises(RuntimeError, match="double backward is not supported"):
         torch.autograd.grad(TF.linear(x, w, activation="gelu").sum(), x, create_graph=True)
-    # create_graph through parts that need no second derivative of tritonn is fine
+    # a frozen layer with a fused activation after a trainable one: the saved pre-activation
+    # depends on w but carries no graph, so a second derivative would silently lose that path
+    w_frozen = torch.randn(3, 2, device=device)
+    with pytest.raises(RuntimeError, match="double backward is not supported"):
+        torch.autograd.grad(TF.linear(TF.linear(x, w), w_frozen, activation="gelu").sum(), w, create_graph=True)
+    # a backward linear in the incoming gradient with constant coefficients is exact, as torch's
     (gx,) = torch.autograd.grad(TF.linear(x, w.detach()).sum(), x, create_graph=True)
     assert not gx.requires_grad
 

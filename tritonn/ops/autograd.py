@@ -7,20 +7,27 @@ import functools
 import torch
 
 
-def first_order(op: str):
+def first_order(op: str, linear=False):
     """Decorate a Function's backward: run it without building a graph, and refuse
-    ``create_graph=True`` when the result would have to be differentiated again.
+    ``create_graph=True`` (backward runs with grad mode on only then) whenever the
+    gradient it returns would have a second derivative it cannot give.
 
-    The kernels compute first derivatives only. ``once_differentiable`` would look
-    at the incoming gradients alone and return gradients silently cut off from the
-    saved weights, which a gradient penalty would then get wrong without a word.
+    The kernels compute first derivatives only. ``linear`` (a bool, or a function of
+    ctx) says the backward is linear in the incoming gradients with coefficients that
+    are inputs saved as they are (max pooling, dropout, a GEMM without activation): a
+    second derivative is then non-zero only through a saved tensor or an incoming
+    gradient that requires grad, and without one the plain result is exact, as torch's.
+    Any other backward (a fused activation's saved pre-activation, a norm's statistics:
+    tensors that depend on the inputs but carry no graph) refuses outright; so does
+    ``once_differentiable``'s case, gradients silently cut off from the saved weights.
     """
 
     def decorate(backward):
         @functools.wraps(backward)
         def wrapper(ctx, *grads):
-            if torch.is_grad_enabled() and any(
-                t is not None and t.requires_grad for t in (*ctx.saved_tensors, *grads)
+            if torch.is_grad_enabled() and (
+                not (linear(ctx) if callable(linear) else linear)
+                or any(t is not None and t.requires_grad for t in (*ctx.saved_tensors, *grads))
             ):
                 raise RuntimeError(
                     f"tritonn.{op}: double backward is not supported: backward was called with "

@@ -398,7 +398,7 @@ class BatchNormFunction(torch.autograd.Function):
         return y
 
     @staticmethod
-    @first_order("batch_norm")
+    @first_order("batch_norm", linear=lambda ctx: not ctx.training and ctx.activation == "none")
     def backward(ctx, grad_y):
         x, weight, bias, stats = ctx.saved_tensors
         need_x, need_w, need_b = ctx.needs_input_grad[:3]

@@ -376,7 +376,7 @@ class Conv2dFunction(torch.autograd.Function):
         return y
 
     @staticmethod
-    @first_order("conv2d")
+    @first_order("conv2d", linear=lambda ctx: ctx.activation == "none")
     def backward(ctx, grad_y):
         x, weight, act_input = ctx.saved_tensors
         need_x, need_w, need_b = ctx.needs_input_grad[:3]

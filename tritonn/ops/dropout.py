@@ -49,7 +49,7 @@ class DropoutFunction(torch.autograd.Function):
         return apply_dropout_mask(x, p, seed)
 
     @staticmethod
-    @first_order("dropout")
+    @first_order("dropout", linear=True)
     def backward(ctx, dy):
         return apply_dropout_mask(dy, ctx.p, ctx.seed), None, None
 
@@ -68,7 +68,7 @@ class ResidualDropoutFunction(torch.autograd.Function):
         return out
 
     @staticmethod
-    @first_order("residual_dropout")
+    @first_order("residual_dropout", linear=True)
     def backward(ctx, dy):
         dx = apply_dropout_mask(dy, ctx.p, ctx.seed) if ctx.p > 0 and ctx.needs_input_grad[1] else dy
         return dy, dx, None, None
@@ -115,7 +115,7 @@ class ForkFunction(torch.autograd.Function):
         return x.view_as(x), x.view_as(x)
 
     @staticmethod
-    @first_order("fork")
+    @first_order("fork", linear=True)
     def backward(ctx, ga, gb):
         return _add(ga, gb)
 

@@ -66,7 +66,7 @@ class LinearFunction(torch.autograd.Function):
         return y
 
     @staticmethod
-    @first_order("linear")
+    @first_order("linear", linear=lambda ctx: ctx.activation == "none" and ctx.dropout is None)
     def backward(ctx, grad_y):
         x, weight, act_input = ctx.saved_tensors
         need_x, need_w, need_b = ctx.needs_input_grad[:3]

@@ -305,7 +305,7 @@ class MaxPool2dFunction(torch.autograd.Function):
         return y
 
     @staticmethod
-    @first_order("max_pool2d")
+    @first_order("max_pool2d", linear=True)
     def backward(ctx, grad_y, *_):
         (idx,) = ctx.saved_tensors
         grad_x = max_pool2d_backward(grad_y, idx, ctx.input_shape, *ctx.geometry, ctx.index, ctx.nhwc)

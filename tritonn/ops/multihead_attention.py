@@ -42,7 +42,7 @@ class Split(torch.autograd.Function):
         return tuple(x.split(sizes, dim))
 
     @staticmethod
-    @first_order("multi_head_attention_forward")
+    @first_order("multi_head_attention_forward", linear=True)
     def backward(ctx, *grads):
         ref = next(g for g in grads if g is not None)
         out = runtime.empty(ctx.shape, dtype=ref.dtype, device=ref.device)
@@ -76,7 +76,7 @@ class AppendBias(torch.autograd.Function):
         return torch.cat([x, bias.expand(1, x.shape[1], x.shape[2])])
 
     @staticmethod
-    @first_order("multi_head_attention_forward")
+    @first_order("multi_head_attention_forward", linear=True)
     def backward(ctx, grad):
         rows = grad.shape[0] - 1
         grad_bias = column_sum(grad[rows], grad.dtype).view(1, 1, -1) if ctx.needs_input_grad[1] else None
