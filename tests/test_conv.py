@@ -230,6 +230,8 @@ def test_only_triton_kernels_compute(device):
     (lambda: torch.randn(1, 3, 5, 5), (8, 3, 3, 3), {"stride": 0}),
     (lambda: torch.randn(1, 3, 5, 5), (8, 3, 3, 3), {"padding": -1}),
     (lambda: torch.randn(1, 4, 5, 5), (6, 2, 3, 3), {"groups": 4}),     # groups do not divide
+    (lambda: torch.randn(1, 3, 5, 5), (8, 3, 3, 3), {"padding": "same", "stride": 2}),
+    (lambda: torch.randn(1, 3, 5, 5), (8, 3, 3, 3), {"padding": "full"}),
 ])
 def test_bad_inputraises_like_torch(make_x, weight_shape, kw, device):
     x, w = make_x().to(device), torch.randn(weight_shape, device=device)

@@ -14,7 +14,7 @@ import torch.nn.functional as F
 import tritonn
 import tritonn.functional as TF
 
-from .helpers import GLUE_OPS, _Watch, compare, no_native_compute
+from .helpers import GLUE_OPS, _Watch, compare, no_native_compute, raises_like_torch
 
 F64 = torch.float64
 E, H, FF = 16, 2, 24
@@ -311,6 +311,18 @@ def test_dropout_of_nan_and_inf_is_nan_like_torch():
             assert torch.equal(y[kept], x[kept] / (1 - p)), (p, y)
             assert (~kept).any()  # dropped ones: NaN, as torch.nn.functional.dropout gives
     assert torch.nn.functional.dropout(x, 1.0).isnan().all()
+
+
+def test_dropout_keeps_the_layout_and_refuses_integers_like_torch():
+    x = torch.randn(2, 3, 4, 4).to(memory_format=torch.channels_last).requires_grad_()
+    y = TF.dropout(x, 0.5)
+    assert y.is_contiguous(memory_format=torch.channels_last)  # torch keeps a dense layout
+    g = torch.randn(2, 3, 4, 4)  # contiguous: the backward redraws the mask in the forward's layout
+    y.backward(g)
+    torch.testing.assert_close(x.grad, torch.where(y != 0, g * 2, torch.zeros_like(g)))
+    for bad in (torch.arange(4), torch.ones(3, dtype=torch.bool)):
+        msg = raises_like_torch(lambda: TF.dropout(bad, 0.5), lambda: F.dropout(bad, 0.5))
+        assert "result type Float" in msg
 
 
 def test_encoder_layer_dropout_train_eval():

@@ -30,6 +30,9 @@ __all__ = [
     "conv_tf32_enabled",
     "autotune_configs",
     "empty",
+    "empty_like",
+    "float_pair",
+    "next_pow2",
     "runs_on_triton",
     "fallback",
     "strict",
@@ -83,6 +86,15 @@ def empty(shape, *, dtype: torch.dtype, device: torch.device,
           memory_format: torch.memory_format = torch.contiguous_format) -> torch.Tensor:
     """Allocate an output buffer; poisoned when ``TRITONN_POISON=1``."""
     out = torch.empty(shape, dtype=dtype, device=device, memory_format=memory_format)
+    if POISON:
+        out.fill_(float("nan") if out.is_floating_point() else -1)
+    return out
+
+
+def empty_like(t: torch.Tensor) -> torch.Tensor:
+    """An output buffer like ``t`` (shape, dtype, device, and a dense t's strides);
+    poisoned when ``TRITONN_POISON=1``."""
+    out = torch.empty_like(t)
     if POISON:
         out.fill_(float("nan") if out.is_floating_point() else -1)
     return out

@@ -84,13 +84,13 @@ def geometry(weight: torch.Tensor, stride, padding, dilation, groups: int, paddi
             pads = (0, 0, 0, 0)
         elif padding == "same":
             if any(s != 1 for s in stride):
-                raise ValueError("padding='same' is not supported for strided convolutions")
+                raise RuntimeError("padding='same' is not supported for strided convolutions")  # F.conv2d's type
             pads = ()
             for d, k in zip(dilation, kernel):
                 total = d * (k - 1)
                 pads += (total // 2, total - total // 2)
         else:
-            raise ValueError(f"Invalid padding string '{padding}', should be one of {{'valid', 'same'}}")
+            raise RuntimeError(f"Invalid padding string: '{padding}' (expected 'valid' or 'same')")
     else:
         ph, pw = _pair(padding, "padding")
         if ph < 0 or pw < 0:

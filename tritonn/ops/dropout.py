@@ -31,10 +31,31 @@ def dropout_scalars(p: float) -> tuple[float, float, float]:
     return (float(p), *runtime.float_pair(0.0 if p >= 1.0 else 1.0 / (1.0 - p)))
 
 
+def _dense(x: torch.Tensor) -> bool:
+    """Whether x's elements fill its memory span once each, in some order of its dims
+    (contiguous, channels_last, any permutation): a flat walk over memory covers it."""
+    expected = 1
+    for stride, size in sorted((st, sz) for st, sz in zip(x.stride(), x.shape) if sz != 1):
+        if stride != expected:
+            return False
+        expected *= size
+    return True
+
+
+def _strided_like(t: torch.Tensor, strides: tuple) -> torch.Tensor:
+    """t with the given (dense) strides: itself, or a copy."""
+    if t.stride() == strides or t.numel() == 0:
+        return t
+    return torch.empty_strided(t.shape, strides, dtype=t.dtype, device=t.device).copy_(t)
+
+
 def apply_dropout_mask(x: torch.Tensor, p: float, seed: int) -> torch.Tensor:
-    """x * keep / (1 - p) with the mask of ``seed`` (the forward, and its own backward)."""
-    x = x.contiguous()
-    out = runtime.empty(x.shape, dtype=x.dtype, device=x.device)
+    """x * keep / (1 - p) with the mask of ``seed``, drawn per memory position: a dense x
+    keeps its layout (channels_last in, channels_last out, as torch), anything else is
+    made contiguous first. The backward passes its gradient in the forward's layout."""
+    if not _dense(x):
+        x = x.contiguous()
+    out = runtime.empty_like(x)
     n = x.numel()
     if n:
         dropout_kernel[(triton.cdiv(n, BLOCK),)](x, out, n, *dropout_scalars(p), seed, BLOCK=BLOCK)
@@ -45,13 +66,14 @@ def apply_dropout_mask(x: torch.Tensor, p: float, seed: int) -> torch.Tensor:
 class DropoutFunction(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, p, seed):
-        ctx.p, ctx.seed = p, seed
-        return apply_dropout_mask(x, p, seed)
+        y = apply_dropout_mask(x, p, seed)
+        ctx.p, ctx.seed, ctx.strides = p, seed, y.stride()
+        return y
 
     @staticmethod
     @first_order("dropout", linear=True)
     def backward(ctx, dy):
-        return apply_dropout_mask(dy, ctx.p, ctx.seed), None, None
+        return apply_dropout_mask(_strided_like(dy, ctx.strides), ctx.p, ctx.seed), None, None
 
 
 @compilable("residual_dropout")
@@ -77,6 +99,9 @@ class ResidualDropoutFunction(torch.autograd.Function):
 def dropout(input: torch.Tensor, p: float = 0.5, training: bool = True, inplace: bool = False) -> torch.Tensor:
     """:func:`torch.nn.functional.dropout` on Triton (``inplace`` computes out of place)."""
     _check_p(p)
+    if not input.is_floating_point():  # torch's own error: its result is float
+        scalar_type = input.new_empty(0).type().split(".")[-1].replace("Tensor", "")  # Long, Int, Bool, ...
+        raise RuntimeError(f"result type Float can't be cast to the desired output type {scalar_type}")
     if not training or p == 0.0:
         return input
     if not runtime.runs_on_triton(input):
