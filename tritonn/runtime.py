@@ -85,16 +85,16 @@ def fallback(op: str, *tensors: torch.Tensor | None) -> None:
 def empty(shape, *, dtype: torch.dtype, device: torch.device,
           memory_format: torch.memory_format = torch.contiguous_format) -> torch.Tensor:
     """Allocate an output buffer; poisoned when ``TRITONN_POISON=1``."""
-    out = torch.empty(shape, dtype=dtype, device=device, memory_format=memory_format)
-    if POISON:
-        out.fill_(float("nan") if out.is_floating_point() else -1)
-    return out
+    return _poisoned(torch.empty(shape, dtype=dtype, device=device, memory_format=memory_format))
 
 
 def empty_like(t: torch.Tensor) -> torch.Tensor:
     """An output buffer like ``t`` (shape, dtype, device, and a dense t's strides);
     poisoned when ``TRITONN_POISON=1``."""
-    out = torch.empty_like(t)
+    return _poisoned(torch.empty_like(t))
+
+
+def _poisoned(out: torch.Tensor) -> torch.Tensor:
     if POISON:
         out.fill_(float("nan") if out.is_floating_point() else -1)
     return out

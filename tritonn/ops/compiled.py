@@ -107,9 +107,7 @@ def _encode(obj, tensors: list, ints: list, floats: list):
                                                 for f in dataclasses.fields(obj)))
     if isinstance(obj, (tuple, list)):
         return ("L" if isinstance(obj, list) else "U", tuple(_encode(o, tensors, ints, floats) for o in obj))
-    if isinstance(obj, bool) or obj is None or isinstance(obj, str):
-        return ("V", obj)
-    if isinstance(obj, int):
+    if isinstance(obj, int) and not isinstance(obj, bool):
         ints.append(obj)
         return ("I", len(ints) - 1)
     if isinstance(obj, float):
@@ -283,6 +281,12 @@ def _lift_ints(obj, ints: list):
     return _tree_map(lift, obj)
 
 
+def _base_keys(slots: list) -> list:
+    """The inputs ("I", i) and outputs ("R", i) that saved views are re-made from, in the
+    order the backward op receives them."""
+    return sorted({(s[0], s[1]) for s in slots if s[0] in ("I", "R")})
+
+
 def _with_ints(plan, ints: list):
     """A pickled plan with its ints back in their slots."""
     return _tree_map(lambda v: ints[v.index] if isinstance(v, _Int) else v, plan)
@@ -392,8 +396,7 @@ def _register(fn, name: str):
         device = next(t for t in (*grads, *bases, *fresh) if t is not None).device
         grads = [torch.zeros(shape, dtype=dtype, device=device) if g is None and materialize else g
                  for g, (shape, dtype) in zip(grads, out_meta)]
-        base_keys = sorted({(s[0], s[1]) for s in slots if s[0] in ("I", "R")})
-        base_of = dict(zip(base_keys, bases))
+        base_of = dict(zip(_base_keys(slots), bases))
 
         def make(slot):
             if slot[0] == "N":
@@ -432,7 +435,7 @@ def _register(fn, name: str):
         if len(replay_fresh) != len(fresh):
             raise RuntimeError(f"tritonn::{name}: the forward saved different tensors when replayed")
         pools = {"I": tensors, "R": list(outs)}
-        base_keys = sorted({(s[0], s[1]) for s in slots if s[0] in ("I", "R")})
+        base_keys = _base_keys(slots)
         out_meta = [(tuple(o.shape), o.dtype) for o in outs]
         plan_ints = []
         plan = _lift_ints((slots, n_saved, attrs, out_meta, rctx.materialize_grads), plan_ints)
@@ -442,7 +445,8 @@ def _register(fn, name: str):
         ctx.n_bases, ctx.n_fresh = len(base_keys), len(fresh)
         ctx.grad_slots = [node[1] for i, node in enumerate(_parsed(statics)) if node[0] == "T" and needs[i]]
         ctx.save_for_backward(*(pools[k][i] for k, i in base_keys), *fresh, seeds)
-        marked = [i for i, o in enumerate(routs) if any(o is m for m in rctx.non_differentiable)]
+        # by memory, not identity: _owning may hand out a marked output as a fresh alias
+        marked = [i for i, o in enumerate(routs) if any(_same_memory(o, m) for m in rctx.non_differentiable)]
         if marked:
             ctx.mark_non_differentiable(*(outs[i] for i in marked))
 
